@@ -1,0 +1,37 @@
+"""pgx_jax: PolicyGradEx in JAX — estimate fine-tuning outcomes on task subsets, group tasks.
+
+The pipeline (see DESIGN.md): transitions → `gradient_features` → `sample_subsets` →
+`estimate_subsets` → `affinity_matrix` → `cluster_tasks`.
+"""
+
+from pgx_jax.affinity import affinity_matrix, gradient_similarity_affinity
+from pgx_jax.clustering import ClusterInfo, cluster_tasks, random_groups
+from pgx_jax.features import gradient_features
+from pgx_jax.metrics import ari, nmi, relative_error, spearman
+from pgx_jax.projection import project, unproject
+from pgx_jax.subsets import sample_subsets
+from pgx_jax.surrogate import estimate_subsets, solve_subsets
+from pgx_jax.types import Features, SubsetSolution, Transitions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClusterInfo",
+    "Features",
+    "SubsetSolution",
+    "Transitions",
+    "affinity_matrix",
+    "ari",
+    "cluster_tasks",
+    "estimate_subsets",
+    "gradient_features",
+    "gradient_similarity_affinity",
+    "nmi",
+    "project",
+    "random_groups",
+    "relative_error",
+    "sample_subsets",
+    "solve_subsets",
+    "spearman",
+    "unproject",
+]

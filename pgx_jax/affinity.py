@@ -1,0 +1,178 @@
+"""Task-affinity matrices: the paper's eq. (5), and the gradient-similarity baseline."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgx_jax._validate import (
+    as_array,
+    check_finite,
+    check_int,
+    check_leading,
+    check_task_ids,
+    is_concrete,
+)
+from pgx_jax.types import Features
+
+_MAX_LISTED_PAIRS = 10
+
+
+def affinity_matrix(subsets: jax.Array, scores: jax.Array, *, fill=None) -> jax.Array:
+    """The task-affinity matrix of eq. (5): U_ij = mean of f̂(S_l) over the subsets holding i and j.
+
+    The diagonal U_ii is the mean score of the subsets that hold i. Computed as sums / counts
+    with counts = Sᵀ S and sums = Sᵀ diag(scores) S, so it is differentiable in `scores` and
+    jittable with `fill` fixed: `jax.jit(functools.partial(affinity_matrix, fill=...))`.
+
+    An entry is *uncovered* when no subset holds its pair (or, on the diagonal, its task). With
+    `fill=None` that is an error: raised with the list of pairs when `subsets` is concrete, and
+    always at trace time when `subsets` is a tracer (coverage cannot be checked under `jit`, so an
+    explicit `fill` is required there).
+
+    Args:
+      subsets: bool[m, n], row l is the indicator of subset S_l (e.g. from `sample_subsets`).
+      scores: f32[m], the estimated performance f̂(S_l) of each subset.
+      fill: what uncovered entries get: None (raise), "mean" (the mean of the covered
+        off-diagonal entries; under `jit`, NaN if there is none) or a finite float.
+
+    Returns:
+      U: f32[n, n], symmetric.
+
+    Raises:
+      ValueError: on inconsistent shapes, non-finite scores, an empty subset, a bad `fill`, or
+        an uncovered entry with `fill=None`.
+    """
+    subsets = as_array("subsets", subsets, ndim=2, kind="b")
+    scores = as_array("scores", scores, ndim=1, kind="fi")
+    m, n = subsets.shape
+    if m == 0 or n == 0:
+        raise ValueError(f"subsets must have at least one row and one column, got shape {(m, n)}")
+    if scores.shape[0] != m:
+        raise ValueError(f"scores has {scores.shape[0]} entries but subsets has {m} rows")
+    check_finite("scores", scores)
+    fill_value = _check_fill(fill)
+    if is_concrete(subsets):
+        empty = np.flatnonzero(~np.asarray(subsets).any(axis=1))
+        if empty.size:
+            raise ValueError(f"subsets has {empty.size} empty row(s), e.g. row {empty[0]}")
+        if fill_value is None:
+            _raise_if_uncovered(np.asarray(subsets))
+        elif fill_value == "mean":
+            _raise_if_mean_undefined(np.asarray(subsets))
+    elif fill_value is None:
+        raise ValueError(
+            "subsets is a tracer: under jit pair coverage cannot be checked, so an explicit "
+            "fill is required (fill='mean' or a float)"
+        )
+    return _affinity(subsets, scores.astype(jnp.float32), fill_value)
+
+
+def _check_fill(fill) -> str | float | None:
+    if fill is None or (isinstance(fill, str) and fill == "mean"):
+        return fill
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real) or not math.isfinite(fill):
+        raise ValueError(f"fill must be None, 'mean' or a finite float, got {fill!r}")
+    return float(fill)
+
+
+def _raise_if_uncovered(subsets: np.ndarray) -> None:
+    inside = subsets.astype(np.int64)
+    covered = (inside.T @ inside) > 0
+    tasks = np.flatnonzero(~np.diag(covered))
+    pairs = np.argwhere(np.triu(~covered, 1))
+    if pairs.size == 0 and tasks.size == 0:
+        return
+    listed = ", ".join(f"({i}, {j})" for i, j in pairs[:_MAX_LISTED_PAIRS])
+    more = f" and {len(pairs) - _MAX_LISTED_PAIRS} more" if len(pairs) > _MAX_LISTED_PAIRS else ""
+    absent = f"task(s) {tasks.tolist()} are in no subset; " if tasks.size else ""
+    raise ValueError(
+        f"eq. (5) is undefined for pairs that no subset holds: {absent}{len(pairs)} pair(s) "
+        f"are uncovered: {listed}{more}; sample more subsets (sample_subsets covers every "
+        f"pair) or pass fill='mean' or fill=<float>"
+    )
+
+
+def _raise_if_mean_undefined(subsets: np.ndarray) -> None:
+    inside = subsets.astype(np.int64)
+    counts = inside.T @ inside
+    if (counts > 0).all():
+        return
+    if not (counts > 0)[~np.eye(len(counts), dtype=bool)].any():
+        raise ValueError(
+            "fill='mean' needs at least one covered pair of distinct tasks, but no subset holds "
+            "two tasks; pass a float fill"
+        )
+
+
+def _affinity(subsets: jax.Array, scores: jax.Array, fill) -> jax.Array:
+    inside = subsets.astype(jnp.float32)
+    hi = jax.lax.Precision.HIGHEST  # exact integer counts, full-precision sums on TPU/GPU too
+    counts = jnp.matmul(inside.T, inside, precision=hi)
+    sums = jnp.matmul(inside.T, scores[:, None] * inside, precision=hi)
+    covered = counts > 0
+    means = sums / jnp.where(covered, counts, 1.0)
+    if fill == "mean":
+        off_diagonal = covered & ~jnp.eye(covered.shape[0], dtype=bool)
+        fill = jnp.sum(jnp.where(off_diagonal, means, 0.0)) / jnp.sum(off_diagonal)
+    if fill is not None:
+        means = jnp.where(covered, means, fill)
+    # Exact symmetry (matmul need not sum (i, j) and (j, i) in the same order).
+    return (means + means.T) / 2
+
+
+def gradient_similarity_affinity(features: Features, n_tasks: int) -> jax.Array:
+    """The gradient-similarity baseline (Yu et al. 2020a): U_ij = cos(g_i, g_j).
+
+    g_i is task i's mean projected policy gradient of the PPO surrogate, E[Â ∇log π] projected,
+    i.e. the mean of y_t w_t z_t over the samples t of task i. Jittable with `n_tasks` static.
+
+    Args:
+      features: `Features` with z f32[N, d], y f32[N], w f32[N], task int[N].
+      n_tasks: n, the number of tasks (ids lie in [0, n)).
+
+    Returns:
+      U: f32[n, n], symmetric, entries in [-1, 1].
+
+    Raises:
+      ValueError: on bad shapes or non-finite values, task ids outside [0, n), and, when the
+        inputs are concrete, a task with no samples or a zero mean gradient (its cosine is
+        undefined; under `jit` these checks are skipped and its row and column are NaN).
+    """
+    n = check_int("n_tasks", n_tasks, minimum=1)
+    z = as_array("features.z", features.z, ndim=2, kind="fi")
+    y = as_array("features.y", features.y, ndim=1, kind="fi")
+    w = as_array("features.w", features.w, ndim=1, kind="fi")
+    task = as_array("features.task", features.task, ndim=1, kind="i")
+    check_leading(["features.z", "features.y", "features.w", "features.task"], [z, y, w, task])
+    for name, x in (("features.z", z), ("features.y", y), ("features.w", w)):
+        check_finite(name, x)
+    check_task_ids(task, n)
+    U, num_samples, norms = _gradient_similarity(z, y, w, task, n)
+    if is_concrete(num_samples):
+        empty = np.flatnonzero(np.asarray(num_samples) == 0)
+        if empty.size:
+            raise ValueError(f"features has no sample of task(s) {empty.tolist()}")
+        zero = np.flatnonzero(np.asarray(norms) == 0)
+        if zero.size:
+            raise ValueError(
+                f"the mean gradient of task(s) {zero.tolist()} is zero (e.g. all weights w = 0), "
+                f"so their cosine similarity is undefined"
+            )
+    return U
+
+
+@partial(jax.jit, static_argnames="n")
+def _gradient_similarity(z, y, w, task, n):
+    weighted = (y * w).astype(jnp.float32)[:, None] * z.astype(jnp.float32)
+    num_samples = jax.ops.segment_sum(jnp.ones_like(y, jnp.float32), task, num_segments=n)
+    mean_grads = jax.ops.segment_sum(weighted, task, num_segments=n) / num_samples[:, None]
+    norms = jnp.linalg.norm(mean_grads, axis=1)
+    unit = mean_grads / norms[:, None]
+    U = jnp.clip(jnp.matmul(unit, unit.T, precision=jax.lax.Precision.HIGHEST), -1.0, 1.0)
+    return (U + U.T) / 2, num_samples, norms

@@ -1,0 +1,1 @@
+"""RL side of pgx_jax: policies (and, later, PPO, rollouts, MAML)."""

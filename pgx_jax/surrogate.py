@@ -1,0 +1,567 @@
+"""The surrogate fine-tuning problem of every subset, solved in one batched call (eqs. 3–4).
+
+For a subset S of tasks, with D_S the (training) samples of the tasks in S,
+
+    θ̂_S = argmin_θ  L̂_S(θ) + l2/2 ‖θ‖²,   L̂_S(θ) = 1/|D_S| Σ_{t ∈ D_S} w_t softplus(−y_t z_tᵀθ)
+
+and the estimate is f̂(S) = −L̂_S(θ̂_S), by default measured on held-out samples of the same tasks.
+This is scikit-learn's `LogisticRegression(C=1 / (l2 · |D_S|), fit_intercept=False)` with
+`sample_weight=w` on the rows of S.
+
+How all m problems are batched (measured on a 2-core CPU; see benchmarks/solver.py):
+  * Samples are laid out per task, [n, R, d] (R = most samples of any task, zero-weight padding),
+    and each task t multiplies its rows by the parameter vectors of the C subsets that hold it,
+    [R, d] × [d, C]: every matvec of all m problems becomes n matmuls, with no work spent on rows
+    outside a subset (a dense [N, d] × [d, m] product would do n/α times the work).
+  * Solver "preconditioned" (default): L-BFGS run in lockstep over all m problems. σ'(u) ≤ 1/4,
+    so H0_S = 1/(4|D_S|) Σ_{t∈S} Z_tᵀ W_t Z_t + l2·I bounds each Hessian everywhere
+    (Böhning–Lindsay); a low-rank-plus-shift approximation of H0_S⁻¹ is the initial inverse
+    Hessian, so the iteration count no longer depends on the feature spectrum. The line search
+    is exact (the margins move linearly along a step, so it costs elementwise work only).
+    Converged problems stop moving; the loop ends when all meet the gradient tolerance.
+  * Solver "optax": optax L-BFGS (zoom line search) per subset under `lax.map`, on the subset's
+    own rows, to the same tolerance. The reference method named in DESIGN.md; slower.
+  * With several local devices the subset axis is split across them with `jax.shard_map`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, PartitionSpec
+
+from pgx_jax._validate import as_array, check_finite, is_concrete
+from pgx_jax.types import Features, SubsetSolution
+
+METHODS = ("preconditioned", "optax")
+SCORE_ON = ("heldout", "train")
+LINE_SEARCH_STEPS = 1  # 1-D Newton steps of the exact line search
+RANK = 32  # eigenpairs kept per task in the preconditioner
+MEMORY = 8  # L-BFGS memory
+
+
+# ----------------------------------------------------------------------------------------------
+# Layout: samples grouped per task, subsets listed per task.
+
+
+def _task_layout(feats: Features, num_tasks: int, max_rows: int, holdout: float):
+    """Scatters the samples into per-task blocks.
+
+    Returns:
+      z: f32[n, R, d]; y: f32[n, R]; w_train, w_held: f32[n, R] (zero on padding and on the other
+      split); n_train, n_held: f32[n] sample counts per task. The held-out samples of a task are
+      the last `round(holdout · count)` of its samples in batch order (at least one when
+      holdout > 0), so a stretch of trajectory is never split between fit and score.
+    """
+    task = feats.task
+    counts = jnp.bincount(task, length=num_tasks)
+    order = jnp.argsort(task, stable=True)
+    sorted_task = task[order]
+    starts = jnp.cumsum(counts) - counts
+    rank = jnp.arange(task.shape[0]) - starts[sorted_task]
+    n_held = jnp.where(
+        holdout > 0, jnp.clip(jnp.round(holdout * counts), 1, jnp.maximum(counts - 1, 1)), 0
+    ).astype(counts.dtype)
+    n_train = counts - n_held
+    slot = sorted_task * max_rows + rank
+    size = num_tasks * max_rows
+
+    def scatter(values):
+        out = jnp.zeros((size,) + values.shape[1:], jnp.float32)
+        return out.at[slot].set(values[order].astype(jnp.float32), mode="drop").reshape(
+            (num_tasks, max_rows) + values.shape[1:]
+        )
+
+    z, y, w = scatter(feats.z), scatter(feats.y), scatter(feats.w)
+    row = jnp.arange(max_rows)[None, :]
+    is_train = row < n_train[:, None]
+    is_held = (row >= n_train[:, None]) & (row < counts[:, None])
+    f32 = jnp.float32
+    return z, y, w * is_train, w * is_held, n_train.astype(f32), n_held.astype(f32)
+
+
+def _slots(subsets: jax.Array, max_slots: int) -> jax.Array:
+    """int32[n, C]: for each task the indices of the subsets holding it, padded with m."""
+    num_subsets = subsets.shape[0]
+    order = jnp.argsort(~subsets.T, axis=1, stable=True)[:, :max_slots]
+    holds = jnp.take_along_axis(subsets.T, order, axis=1)
+    return jnp.where(holds, order, num_subsets).astype(jnp.int32)
+
+
+def _to_subsets(values: jax.Array, slots: jax.Array, num_subsets: int) -> jax.Array:
+    """Sums per-(task, slot) values [n, C, ...] into per-subset values [m, ...]."""
+    flat = values.reshape((-1,) + values.shape[2:])
+    return jax.ops.segment_sum(flat, slots.reshape(-1), num_segments=num_subsets + 1)[:num_subsets]
+
+
+def _margins(z: jax.Array, theta: jax.Array, slots: jax.Array) -> jax.Array:
+    """f32[n, R, C]: z_tᵀθ_S for every task t and every subset S holding t (0 on padding)."""
+    padded = jnp.concatenate([theta, jnp.zeros((1, theta.shape[1]), theta.dtype)])
+    return jnp.einsum("trd,tcd->trc", z, padded[slots])
+
+
+def _subset_losses(margins, y, w, slots, num_subsets, count):
+    """Mean weighted logistic loss per subset: f32[m]."""
+    per_slot = jnp.einsum("tr,trc->tc", w, jax.nn.softplus(-y[..., None] * margins))
+    return _to_subsets(per_slot, slots, num_subsets) / count
+
+
+# ----------------------------------------------------------------------------------------------
+# Solvers: both return (theta f32[m, d], margins f32[n, R, C], iterations int32[m]).
+
+
+class _Problems(NamedTuple):
+    """All m problems in the per-task layout (see module docstring)."""
+
+    z: jax.Array  # f32[n, R, d]
+    y: jax.Array  # f32[n, R]
+    w: jax.Array  # f32[n, R] weights of the fitted rows (0 on held-out rows and padding)
+    slots: jax.Array  # int32[n, C] subsets holding each task, padded with m
+    members: jax.Array  # int32[m, s] tasks of each subset, padded with n
+    count: jax.Array  # f32[m] |D_S|
+    l2: jax.Array  # f32[]
+
+    @property
+    def num_subsets(self) -> int:
+        return self.count.shape[0]
+
+    def per_slot(self, values: jax.Array) -> jax.Array:
+        """f32[m] → f32[n, 1, C], the value of the subset in each slot (0 on padding)."""
+        return jnp.concatenate([values, jnp.zeros(1)])[self.slots][:, None, :]
+
+    def subset_sum(self, weights: jax.Array, values: jax.Array) -> jax.Array:
+        """Σ over each subset's rows of weights[t, r] · values[t, r, c] → f32[m]."""
+        return _to_subsets(jnp.einsum("tr,trc->tc", weights, values), self.slots, self.num_subsets)
+
+    def gradient(self, theta: jax.Array, margins: jax.Array) -> jax.Array:
+        """∇ objective at θ, f32[m, d], given margins = _margins(z, θ, slots)."""
+        residual = -(self.y * self.w)[..., None] * jax.nn.sigmoid(-self.y[..., None] * margins)
+        per_slot = jnp.einsum("trd,trc->tcd", self.z, residual)
+        return _to_subsets(per_slot, self.slots, self.num_subsets) / self.count[:, None] + (
+            self.l2 * theta
+        )
+
+    def line_search(self, theta, step, margins, direction) -> jax.Array:
+        """Step length s f32[m] minimizing φ(s) = objective(θ + s·step), by 1-D Newton.
+
+        φ is convex and the margins move linearly (margins + s·direction), so each Newton step
+        costs elementwise work only. Starts at s = 1 and keeps the result only where it beats it.
+        """
+        step_sq, theta_step = jnp.sum(step**2, -1), jnp.sum(theta * step, -1)
+        y, w = self.y[..., None], self.w
+
+        def derivatives(s):
+            u = -y * (margins + self.per_slot(s) * direction)
+            sig = jax.nn.sigmoid(u)
+            reg = jnp.sum(theta**2, -1) + 2 * s * theta_step + s**2 * step_sq
+            value = self.subset_sum(w, jax.nn.softplus(u)) / self.count + 0.5 * self.l2 * reg
+            slope = self.subset_sum(w, -y * direction * sig) / self.count + self.l2 * (
+                theta_step + s * step_sq
+            )
+            curvature = self.subset_sum(w, direction**2 * sig * (1 - sig)) / self.count
+            return value, slope, curvature + self.l2 * step_sq
+
+        s = jnp.ones(self.num_subsets)
+        value_at_one, slope, curvature = derivatives(s)
+        for _ in range(LINE_SEARCH_STEPS):
+            s = jnp.clip(s - slope / curvature, 0.0, 16.0)
+            value, slope, curvature = derivatives(s)
+        return jnp.where(value <= value_at_one, s, 1.0)
+
+    def gram(self) -> jax.Array:
+        """f32[n, d, d]: Σ_r w_r z_r z_rᵀ of every task's fitted rows."""
+        return jnp.einsum("trd,tr,tre->tde", self.z, self.w, self.z)
+
+
+def _members(subsets: jax.Array, max_size: int) -> jax.Array:
+    """int32[m, s]: the tasks of each subset, padded with n."""
+    order = jnp.argsort(~subsets, axis=1, stable=True)[:, :max_size]
+    holds = jnp.take_along_axis(subsets, order, axis=1)
+    return jnp.where(holds, order, subsets.shape[1]).astype(jnp.int32)
+
+
+def _bound_preconditioner(problems: _Problems, rank: int):
+    """A cheap approximate inverse of each subset's curvature bound H0_S.
+
+    σ'(u) ≤ 1/4, so H0_S = c_S Σ_{t∈S} G_t + l2·I, with c_S = 1/(4|D_S|) and G_t = Z_tᵀ W_t Z_t,
+    bounds the Hessian everywhere. Each G_t is approximated by its top-`rank` eigenpairs
+    (randomized range finder with one power iteration, from skinny products with Z_t; G_t itself
+    is never formed) plus an isotropic tail, so H0_S ≈ a_S·I + W_S W_Sᵀ with W_S the |S|·rank
+    columns V_t·diag(√(c_S λ_t)) of its tasks, and the Woodbury identity inverts it through an
+    (|S|·rank)² system per subset instead of a d × d factorization per subset (which alone would
+    cost more than the whole solve on a CPU at d = 400, m = 200).
+
+    Returns:
+      precondition(q f32[m, d], scale f32[m]) -> scale · H0_S⁻¹ q, f32[m, d].
+    """
+    z, w, members = problems.z, problems.w, problems.members
+    num_tasks, dim = z.shape[0], z.shape[-1]
+    rank = min(rank, dim)
+
+    def gram_times(x):  # G_t x_t for x: [n, d, k], without forming G_t
+        return jnp.einsum("trd,tr,trk->tdk", z, w, jnp.einsum("trd,tdk->trk", z, x))
+
+    sketch = jax.random.normal(jax.random.key(0), (dim, min(rank + 8, dim)))
+    basis, _ = jnp.linalg.qr(gram_times(gram_times(jnp.broadcast_to(sketch, (num_tasks,) + sketch.shape))))
+    projected = jnp.einsum("trd,tdk->trk", z, basis)
+    values, vectors = jnp.linalg.eigh(jnp.einsum("trk,tr,trl->tkl", projected, w, projected))
+    values, vectors = values[:, -rank:], jnp.einsum("tdi,tij->tdj", basis, vectors[:, :, -rank:])
+    trace = jnp.einsum("tr,trd,trd->t", w, z, z)
+    tail = jnp.maximum(trace - values.sum(-1), 0.0) / max(dim - rank, 1)  # [n]
+
+    def pad(x):  # append the dummy task n, whose factor is zero
+        return jnp.concatenate([x, jnp.zeros_like(x[:1])])
+
+    coef = 0.25 / problems.count  # c_S [m]
+    shift = problems.l2 + coef * pad(tail)[members].sum(-1)  # a_S [m]
+    # √(c_S (λ − tail)) per (subset, member, eigenpair): [m, s, rank]
+    root = jnp.sqrt(coef[:, None, None] * jnp.maximum(pad(values - tail[:, None])[members], 0.0))
+    vectors = pad(vectors)  # [n + 1, d, rank]
+    cross = jnp.einsum("adi,bdj->abij", vectors, vectors)[members[:, :, None], members[:, None, :]]
+    inner = root[:, :, None, :, None] * cross * root[:, None, :, None, :]  # [m, s, s, r, r]
+    size = members.shape[1] * rank
+    inner = jnp.swapaxes(inner, 2, 3).reshape(-1, size, size)
+    inner_inv = jnp.linalg.inv(inner + shift[:, None, None] * jnp.eye(size))
+    flat_vectors = jnp.swapaxes(vectors, 0, 1).reshape(dim, -1)  # [d, (n + 1)·rank]
+    onehot = jax.nn.one_hot(members, num_tasks + 1)  # [m, s, n + 1]
+
+    def precondition(q, scale):
+        # W_Sᵀq: V_tᵀq for every task at once (one [m, d] × [d, (n+1)·r] matmul), then members.
+        all_tasks = (q @ flat_vectors).reshape(q.shape[0], num_tasks + 1, rank)
+        wq = (jnp.take_along_axis(all_tasks, members[..., None], axis=1) * root).reshape(-1, size)
+        coeffs = jnp.einsum("mij,mj->mi", inner_inv, wq).reshape(root.shape) * root
+        back = jnp.einsum("msn,msr->mnr", onehot, coeffs).reshape(q.shape[0], -1) @ flat_vectors.T
+        return (q - back) * (scale / shift)[:, None]
+
+    return precondition
+
+
+def _preconditioned_solve(problems: _Problems, tol, max_iter, memory=MEMORY, rank=RANK):
+    """Lockstep L-BFGS over all m problems, preconditioned by H0_S⁻¹, with exact line search."""
+    num_subsets, dim = problems.num_subsets, problems.z.shape[-1]
+    precondition = _bound_preconditioner(problems, rank)
+
+    def two_loop(grad, s_hist, y_hist, rho, newest, scale):
+        q, alphas = grad, []
+        for i in range(memory):
+            j = (newest - i) % memory
+            a = rho[j] * jnp.sum(s_hist[j] * q, -1)
+            q = q - a[:, None] * y_hist[j]
+            alphas.append((j, a))
+        r = precondition(q, scale)
+        for j, a in reversed(alphas):
+            b = rho[j] * jnp.sum(y_hist[j] * r, -1)
+            r = r + (a - b)[:, None] * s_hist[j]
+        return -r
+
+    def cond(state):
+        return jnp.any(state.active) & (jnp.max(state.iters) < max_iter)
+
+    def body(state):
+        step = two_loop(state.grad, state.s_hist, state.y_hist, state.rho, state.newest, state.scale)
+        step = jnp.where(state.active[:, None], step, 0.0)
+        direction = _margins(problems.z, step, problems.slots)
+        s = problems.line_search(state.theta, step, state.margins, direction)
+        theta = state.theta + s[:, None] * step
+        margins = state.margins + problems.per_slot(s) * direction
+        grad = problems.gradient(theta, margins)
+        s_k, y_k = s[:, None] * step, grad - state.grad
+        sy = jnp.sum(s_k * y_k, -1)
+        ok = state.active & (sy > 0)  # a converged or degenerate pair leaves the memory alone
+        newest = (state.newest + 1) % memory
+        yhy = jnp.sum(y_k * precondition(y_k, jnp.ones(num_subsets)), -1)
+        return _QNState(
+            theta=theta,
+            margins=margins,
+            grad=grad,
+            s_hist=state.s_hist.at[newest].set(jnp.where(ok[:, None], s_k, 0.0)),
+            y_hist=state.y_hist.at[newest].set(jnp.where(ok[:, None], y_k, 0.0)),
+            rho=state.rho.at[newest].set(jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), 0.0)),
+            newest=newest,
+            scale=jnp.where(ok, sy / jnp.where(ok, yhy, 1.0), state.scale),
+            iters=state.iters + state.active,
+            active=state.active & (jnp.linalg.norm(grad, axis=-1) > tol * grad_scale),
+        )
+
+    theta = jnp.zeros((num_subsets, dim))
+    margins = jnp.zeros(problems.z.shape[:2] + (problems.slots.shape[1],))
+    grad = problems.gradient(theta, margins)
+    grad_scale = jnp.maximum(jnp.linalg.norm(grad, axis=-1), jnp.finfo(jnp.float32).tiny)
+    state = _QNState(
+        theta=theta,
+        margins=margins,
+        grad=grad,
+        s_hist=jnp.zeros((memory, num_subsets, dim)),
+        y_hist=jnp.zeros((memory, num_subsets, dim)),
+        rho=jnp.zeros((memory, num_subsets)),
+        newest=jnp.int32(memory - 1),
+        scale=jnp.ones(num_subsets),
+        iters=jnp.zeros(num_subsets, jnp.int32),
+        active=jnp.linalg.norm(grad, axis=-1) > tol * grad_scale,
+    )
+    final = jax.lax.while_loop(cond, body, state)
+    return final.theta, final.margins, final.iters
+
+
+class _QNState(NamedTuple):
+    theta: jax.Array  # f32[m, d]
+    margins: jax.Array  # f32[n, R, C], kept in step with theta
+    grad: jax.Array  # f32[m, d]
+    s_hist: jax.Array  # f32[K, m, d] L-BFGS steps (circular, newest at `newest`)
+    y_hist: jax.Array  # f32[K, m, d] gradient changes
+    rho: jax.Array  # f32[K, m] 1 / sᵀy (0 marks an empty slot)
+    newest: jax.Array  # int32[]
+    scale: jax.Array  # f32[m] sᵀy / yᵀH0⁻¹y, the usual L-BFGS initial scaling
+    iters: jax.Array  # int32[m]
+    active: jax.Array  # bool[m] not yet converged
+
+
+def _optax_solve(problems: _Problems, tol, max_iter):
+    """optax L-BFGS (zoom line search) per subset under `lax.map`, on the subset's own rows."""
+    dim = problems.z.shape[-1]
+
+    def pad(x):  # append the dummy task n, with zero weight
+        return jnp.concatenate([x, jnp.zeros_like(x[:1])])
+
+    z, y, w = pad(problems.z), pad(problems.y), pad(problems.w)
+    solver = optax.lbfgs()
+
+    def solve_one(inputs):
+        tasks, count = inputs
+        zs, ys, ws = z[tasks].reshape(-1, dim), y[tasks].reshape(-1), w[tasks].reshape(-1)
+
+        def objective(theta):
+            loss = jnp.sum(ws * jax.nn.softplus(-ys * (zs @ theta))) / count
+            return loss + 0.5 * problems.l2 * jnp.sum(theta**2)
+
+        value_and_grad = optax.value_and_grad_from_state(objective)
+        theta0 = jnp.zeros(dim)
+        grad_scale = jnp.maximum(
+            jnp.linalg.norm(jax.grad(objective)(theta0)), jnp.finfo(jnp.float32).tiny
+        )
+
+        def cond(carry):
+            _, state, iters = carry
+            grad = optax.tree.get(state, "grad")
+            return (iters == 0) | ((iters < max_iter) & (jnp.linalg.norm(grad) > tol * grad_scale))
+
+        def body(carry):
+            theta, state, iters = carry
+            value, grad = value_and_grad(theta, state=state)
+            updates, state = solver.update(
+                grad, state, theta, value=value, grad=grad, value_fn=objective
+            )
+            return optax.apply_updates(theta, updates), state, iters + 1
+
+        theta, _, iters = jax.lax.while_loop(
+            cond, body, (theta0, solver.init(theta0), jnp.int32(0))
+        )
+        return theta, iters
+
+    theta, iters = jax.lax.map(solve_one, (problems.members, problems.count))
+    return theta, _margins(problems.z, theta, problems.slots), iters
+
+
+_SOLVERS = {"preconditioned": _preconditioned_solve, "optax": _optax_solve}
+
+
+# ----------------------------------------------------------------------------------------------
+# The batched call.
+
+
+class _Sizes(NamedTuple):
+    """Static padding sizes of the layout (exact when inputs are concrete, loose under jit)."""
+
+    rows: int  # R: most samples of one task
+    slots: int  # C: most subsets holding one task
+    members: int  # s: most tasks in one subset
+
+
+def _solve_and_score(layout, subsets, *, l2, tol, max_iter, method, sizes):
+    z, y, w_train, w_held, n_train, n_held = layout
+    subsets_f = subsets.astype(jnp.float32)
+    count_train, count_held = subsets_f @ n_train, subsets_f @ n_held
+    slots = _slots(subsets, sizes.slots)
+    problems = _Problems(
+        z, y, w_train, slots, _members(subsets, sizes.members), count_train, jnp.float32(l2)
+    )
+    theta, margins, iters = _SOLVERS[method](problems, tol, max_iter)
+    num_subsets = subsets.shape[0]
+    train_loss = _subset_losses(margins, y, w_train, slots, num_subsets, count_train)
+    held_sum = _subset_losses(margins, y, w_held, slots, num_subsets, 1.0)
+    heldout_loss = jnp.where(count_held > 0, held_sum / jnp.maximum(count_held, 1), jnp.nan)
+    grad_norm = jnp.linalg.norm(problems.gradient(theta, margins), axis=-1)
+    return theta, train_loss, heldout_loss, grad_norm, iters
+
+
+@partial(jax.jit, static_argnames=("num_tasks", "sizes", "method", "max_iter", "num_devices"))
+def _solve_jit(feats, subsets, l2, tol, holdout, *, num_tasks, sizes, method, max_iter,
+               num_devices):
+    layout = _task_layout(feats, num_tasks, sizes.rows, holdout)
+    run = partial(
+        _solve_and_score, l2=l2, tol=tol, max_iter=max_iter, method=method, sizes=sizes
+    )
+    if num_devices == 1:
+        return run(layout, subsets)
+    mesh = Mesh(np.array(jax.local_devices()[:num_devices]), ("subsets",))
+    split, whole = PartitionSpec("subsets"), PartitionSpec()
+    return jax.shard_map(
+        run, mesh=mesh, in_specs=(whole, split), out_specs=split, check_vma=False
+    )(layout, subsets)
+
+
+def _check_inputs(feats, subsets, l2, holdout, tol, max_iter, method):
+    if not isinstance(feats, Features):
+        raise ValueError(f"features must be a pgx_jax.Features, got {type(feats).__name__}")
+    z = as_array("features.z", feats.z, ndim=2, kind="f")
+    y = as_array("features.y", feats.y, ndim=1, kind="f")
+    w = as_array("features.w", feats.w, ndim=1, kind="f")
+    task = as_array("features.task", feats.task, ndim=1, kind="i")
+    sizes = {"z": z.shape[0], "y": y.shape[0], "w": w.shape[0], "task": task.shape[0]}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"features have inconsistent numbers of samples: {sizes}")
+    if z.shape[0] == 0:
+        raise ValueError("features hold no samples")
+    subsets = as_array("subsets", subsets, ndim=2, kind="bi")
+    if subsets.shape[0] == 0 or subsets.shape[1] == 0:
+        raise ValueError(f"subsets must be a non-empty [m, n] mask, got {tuple(subsets.shape)}")
+    if np.dtype(subsets.dtype).kind != "b":
+        if is_concrete(subsets) and not np.isin(np.asarray(subsets), (0, 1)).all():
+            raise ValueError("integer subsets must hold only 0 and 1")
+        subsets = subsets.astype(bool)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not (isinstance(l2, (int, float)) and l2 > 0 and np.isfinite(l2)):
+        raise ValueError(f"l2 must be a positive finite number, got {l2!r}")
+    if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1):
+        raise ValueError(f"holdout must be in [0, 1), got {holdout!r}")
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"tol must be positive, got {tol!r}")
+    if not (isinstance(max_iter, int) and max_iter >= 1):
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    for name, x in (("features.z", z), ("features.y", y), ("features.w", w)):
+        check_finite(name, x)
+    num_tasks = subsets.shape[1]
+    if all(is_concrete(x) for x in (y, w, task, subsets)):
+        sub, t = np.asarray(subsets), np.asarray(task)
+        empty = np.flatnonzero(~sub.any(1))
+        if empty.size:
+            raise ValueError(f"subsets {empty[:10].tolist()} are empty (no task)")
+        if t.min() < 0 or t.max() >= num_tasks:
+            raise ValueError(
+                f"features.task must lie in [0, n) with n = subsets.shape[1] = {num_tasks}; "
+                f"got range [{t.min()}, {t.max()}]"
+            )
+        if not np.isin(np.asarray(y), (-1.0, 1.0)).all():
+            raise ValueError("features.y must hold only -1 and +1")
+        weights = np.asarray(w)
+        if (weights < 0).any():
+            raise ValueError("features.w must be >= 0")
+        if not weights.any():
+            raise ValueError("features.w is all zero: every sample has zero advantage")
+        counts = np.bincount(t, minlength=num_tasks)
+        task_weight = np.bincount(t, weights=weights, minlength=num_tasks)
+        needed = sub.any(0)
+        missing = np.flatnonzero(needed & (counts < (2 if holdout > 0 else 1)))
+        if missing.size:
+            raise ValueError(
+                f"tasks {missing.tolist()} appear in subsets but have "
+                f"{'fewer than 2 samples (holdout needs one to fit and one to score)' if holdout > 0 else 'no samples'}"
+            )
+        zero = np.flatnonzero(~((sub @ (task_weight > 0)) > 0))
+        if zero.size:
+            raise ValueError(f"subsets {zero[:10].tolist()} have all-zero sample weights")
+    return Features(z=z, y=y, w=w, task=task.astype(jnp.int32)), subsets
+
+
+def _static_sizes(feats: Features, subsets: jax.Array, num_devices: int) -> _Sizes:
+    """Exact padding sizes from concrete inputs; loose bounds when traced under jit."""
+    num_subsets, num_tasks = subsets.shape
+    if not (is_concrete(feats.task) and is_concrete(subsets)):
+        return _Sizes(feats.task.shape[0], num_subsets // num_devices, num_tasks)
+    sub = np.asarray(subsets)
+    per_device = sub.reshape(num_devices, -1, num_tasks)
+    return _Sizes(
+        rows=max(int(np.bincount(np.asarray(feats.task), minlength=num_tasks).max()), 1),
+        slots=max(int(per_device.sum(1).max()), 1),
+        members=max(int(sub.sum(1).max()), 1),
+    )
+
+
+def solve_subsets(
+    features: Features,
+    subsets,
+    *,
+    l2: float = 1e-2,
+    holdout: float = 0.2,
+    tol: float = 1e-4,
+    max_iter: int = 200,
+    method: str = "preconditioned",
+    devices: int | str | None = None,
+) -> SubsetSolution:
+    """Solves the surrogate problem (eq. 4) for all m subsets in one jitted, batched call.
+
+    Args:
+      features: `Features` from `gradient_features` (z f32[N, d], y, w f32[N], task int[N]).
+      subsets: bool[m, n] membership mask (e.g. from `sample_subsets`); n is the number of tasks.
+      l2: strength of the L2 term l2/2 ‖θ‖² (sklearn's C = 1 / (l2 · |D_S|)).
+      holdout: share of each task's samples held out of the fit to score it (its last samples in
+        batch order); 0 fits on everything (then `heldout_loss` is NaN).
+      tol: stop a subset when ‖∇‖₂ ≤ tol · ‖∇ at θ = 0‖₂.
+      max_iter: iteration cap (a subset that hits it has `grad_norm` above the tolerance).
+      method: "preconditioned" (default: lockstep L-BFGS of all subsets, preconditioned by the
+        curvature bound, exact line search) or "optax" (optax L-BFGS per subset, `lax.map`).
+      devices: None or 1 for one device; "all" or an int k to split the subsets across the first
+        k local devices with `jax.shard_map` (results equal the single-device ones).
+
+    Returns:
+      `SubsetSolution(theta f32[m, d], train_loss f32[m], heldout_loss f32[m], grad_norm f32[m],
+      iterations int32[m])`.
+    """
+    feats, subsets = _check_inputs(features, subsets, l2, holdout, tol, max_iter, method)
+    available = len(jax.local_devices())
+    num_devices = available if devices == "all" else (devices or 1)
+    if not (isinstance(num_devices, int) and 1 <= num_devices <= available):
+        raise ValueError(f"devices must be None, 'all' or an int in [1, {available}], got {devices!r}")
+    num_subsets = subsets.shape[0]
+    pad = -num_subsets % num_devices
+    # Pad with copies of the first subset so each device gets the same number of problems.
+    padded = jnp.concatenate([subsets, jnp.repeat(subsets[:1], pad, axis=0)]) if pad else subsets
+    outputs = _solve_jit(
+        feats, padded, float(l2), float(tol), float(holdout),
+        num_tasks=subsets.shape[1], sizes=_static_sizes(feats, padded, num_devices),
+        method=method, max_iter=max_iter, num_devices=num_devices,
+    )
+    theta, train_loss, heldout_loss, grad_norm, iters = (x[:num_subsets] for x in outputs)
+    return SubsetSolution(theta, train_loss, heldout_loss, grad_norm, iters)
+
+
+def estimate_subsets(
+    features: Features,
+    subsets,
+    *,
+    l2: float = 1e-2,
+    holdout: float = 0.2,
+    score_on: str = "heldout",
+    **solver_options,
+) -> jax.Array:
+    """f̂(S) = −L̂_S(θ̂_S) for every subset (Algorithm 1): f32[m].
+
+    Args:
+      features, subsets, l2, holdout: as in `solve_subsets`.
+      score_on: "heldout" (default) scores θ̂_S on the held-out samples of the tasks in S;
+        "train" scores it on the samples it was fitted on (the paper's eq. 3; with holdout=0 that
+        is every sample).
+      **solver_options: `tol`, `max_iter`, `method`, `devices` of `solve_subsets`.
+    """
+    if score_on not in SCORE_ON:
+        raise ValueError(f"score_on must be one of {SCORE_ON}, got {score_on!r}")
+    if score_on == "heldout" and holdout == 0:
+        raise ValueError("score_on='heldout' needs holdout > 0; use score_on='train' for holdout=0")
+    solution = solve_subsets(features, subsets, l2=l2, holdout=holdout, **solver_options)
+    return -(solution.heldout_loss if score_on == "heldout" else solution.train_loss)
