@@ -16,8 +16,9 @@ How all m problems are batched (measured on a 2-core CPU; see benchmarks/solver.
   * Solver "preconditioned" (default): L-BFGS run in lockstep over all m problems. σ'(u) ≤ 1/4,
     so H0_S = 1/(4|D_S|) Σ_{t∈S} Z_tᵀ W_t Z_t + l2·I bounds each Hessian everywhere
     (Böhning–Lindsay); a low-rank-plus-shift approximation of H0_S⁻¹ is the initial inverse
-    Hessian, so the iteration count no longer depends on the feature spectrum. The line search
-    is exact (the margins move linearly along a step, so it costs elementwise work only).
+    Hessian, which takes the steep directions of the gradient spectrum out of the iteration
+    count (on policy-gradient features: 8–13 iterations where sklearn's L-BFGS needs 20–46).
+    The line search is exact (the margins move linearly along a step: elementwise work only).
     Converged problems stop moving; the loop ends when all meet the gradient tolerance.
   * Solver "optax": optax L-BFGS (zoom line search) per subset under `lax.map`, on the subset's
     own rows, to the same tolerance. The reference method named in DESIGN.md; slower.
@@ -206,6 +207,7 @@ def _bound_preconditioner(problems: _Problems, rank: int):
     def gram_times(x):  # G_t x_t for x: [n, d, k], without forming G_t
         return jnp.einsum("trd,tr,trk->tdk", z, w, jnp.einsum("trd,tdk->trk", z, x))
 
+    # A fixed sketch: the preconditioner changes the speed of the solve, never its answer.
     sketch = jax.random.normal(jax.random.key(0), (dim, min(rank + 8, dim)))
     basis, _ = jnp.linalg.qr(gram_times(gram_times(jnp.broadcast_to(sketch, (num_tasks,) + sketch.shape))))
     projected = jnp.einsum("trd,tdk->trk", z, basis)
