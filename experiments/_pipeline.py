@@ -1,0 +1,101 @@
+"""The estimator half of every experiment: subsets → estimates → affinity → groups (+ baselines)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import jax
+import numpy as np
+
+import pgx_jax as pgx
+from experiments._runner import StageRunner
+
+METHODS = ("ours", "gradient_similarity", "random")
+
+
+def parse_config(config_cls, argv=None, description: str = ""):
+    """A frozen dataclass of defaults → an argparse CLI with one --flag per field."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    for field in dataclasses.fields(config_cls):
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        elif isinstance(field.default, tuple):
+            parser.add_argument(flag, type=type(field.default[0]), nargs="+",
+                                default=list(field.default), help=f"(default: {field.default})")
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default,
+                                help=f"(default: {field.default})")
+    args = vars(parser.parse_args(argv))
+    return config_cls(**{
+        f.name: tuple(args[f.name]) if isinstance(f.default, tuple) else args[f.name]
+        for f in dataclasses.fields(config_cls)
+    })
+
+
+def estimate_and_group(stage: StageRunner, feats: pgx.Features, num_tasks: int, key: jax.Array, *,
+                       num_subsets: int, subset_size: int, l2: float, holdout: float, k: int) -> dict:
+    """Runs the stages 'subsets', 'estimate' and 'cluster'; returns their arrays in one dict."""
+    key_subsets, key_random = jax.random.split(key)
+    subsets = stage(
+        "subsets",
+        lambda: {"subsets": pgx.sample_subsets(key_subsets, num_tasks, num_subsets, subset_size)},
+    )["subsets"]
+
+    def estimate():
+        solution = pgx.solve_subsets(feats, subsets, l2=l2, holdout=holdout)
+        return {
+            "scores": -solution.heldout_loss,
+            "train_scores": -solution.train_loss,
+            "iterations": solution.iterations,
+            "grad_norm": solution.grad_norm,
+        }
+
+    estimates = stage("estimate", estimate)
+
+    def cluster():
+        U = pgx.affinity_matrix(subsets, estimates["scores"])
+        U_gradient = pgx.gradient_similarity_affinity(feats, num_tasks)
+        return {
+            "U": U,
+            "U_gradient": U_gradient,
+            "ours": pgx.cluster_tasks(U, k),
+            "gradient_similarity": pgx.cluster_tasks(U_gradient, k),
+            "random": pgx.random_groups(key_random, num_tasks, k),
+        }
+
+    return {"subsets": subsets, **estimates, **stage("cluster", cluster)}
+
+
+def group_lists(labels) -> list[list[int]]:
+    labels = np.asarray(labels)
+    return [np.flatnonzero(labels == g).tolist() for g in range(int(labels.max()) + 1)]
+
+
+def plot_affinity(U, groups, names, title: str) -> bytes:
+    """PNG bytes of the affinity heatmap with tasks ordered by group and group borders drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    U, groups = np.asarray(U), np.asarray(groups)
+    order = np.argsort(groups, kind="stable")
+    labels = [names[i] for i in order]
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(U[np.ix_(order, order)], cmap="viridis")
+    ax.set_xticks(range(len(order)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(order)), labels, fontsize=7)
+    for boundary in np.flatnonzero(np.diff(groups[order])) + 0.5:
+        ax.axhline(boundary, color="white", lw=1.5)
+        ax.axvline(boundary, color="white", lw=1.5)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="U_ij = mean estimate over subsets holding i and j")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
