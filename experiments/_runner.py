@@ -76,3 +76,23 @@ class StageRunner:
             lines.append(f"{name.ljust(width)}  {seconds:7.2f}  {note}")
         lines.append(f"{'total'.ljust(width)}  {sum(self.timings.values()):7.2f}")
         return "\n".join(lines)
+
+
+class UpdateBar:
+    """A tqdm bar for a jitted training loop, fed by `progress(update, mean_return)` callbacks."""
+
+    def __init__(self, total: int, description: str, steps_per_update: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=description, unit="upd", dynamic_ncols=True)
+        self.steps_per_update = steps_per_update
+        self.start = time.perf_counter()
+
+    def __call__(self, update, mean_return) -> None:
+        self.bar.update(1)
+        if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
+            rate = self.bar.n * self.steps_per_update / (time.perf_counter() - self.start)
+            self.bar.set_postfix(mean_return=f"{float(mean_return):.1f}", steps_per_s=f"{rate:,.0f}")
+
+    def close(self) -> None:
+        self.bar.close()

@@ -23,7 +23,7 @@ from flax import serialization, traverse_util
 
 import pgx_jax as pgx
 from experiments._pipeline import METHODS, estimate_and_group, group_lists, parse_config, plot_affinity
-from experiments._runner import StageRunner, atomic_write_bytes, atomic_write_json
+from experiments._runner import StageRunner, UpdateBar, atomic_write_bytes, atomic_write_json
 from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, cartpole_family
 from pgx_jax.rl.ppo import PPOConfig, collect_transitions, evaluate, make_agent, make_train
 
@@ -72,7 +72,10 @@ def main(argv=None) -> dict:
     template = agent.init(keys[0], family.obs_dim)
 
     def train_stage():
-        result = jax.jit(make_train(ppo, family))(keys[0])
+        bar = UpdateBar(ppo.num_updates, "meta-training θ* (PPO)",
+                        family.num_tasks * ppo.num_envs * ppo.num_steps)
+        result = jax.block_until_ready(jax.jit(make_train(ppo, family, progress=bar))(keys[0]))
+        bar.close()
         curve = np.asarray(result.metrics["episode_return"])
         atomic_write_bytes(run_dir / "theta_star.msgpack", serialization.to_bytes(result.params))
         flat = traverse_util.flatten_dict(result.params, sep=".")

@@ -223,7 +223,7 @@ def ppo_loss(agent: Agent, config: PPOConfig, params, batch: Trajectory, advanta
 
 
 def update_step(agent: Agent, config: PPOConfig, env, env_params, task_ids, tx,
-                state: TrainState, _):
+                state: TrainState, _update_index=None):
     """One PPO update: a rollout, GAE, then epochs of minibatch gradient steps."""
     key, key_rollout, key_epochs = jax.random.split(state.key, 3)
     runner, trajectory, finished = rollout(
@@ -283,7 +283,54 @@ def _selection(family: TaskFamily, task_ids):
     return jnp.asarray(ids), subset.params
 
 
-def make_train(config: PPOConfig, family: TaskFamily, task_ids=None, init_params=None):
+def make_finetune(config: PPOConfig, family: TaskFamily, progress=None):
+    """Returns `run(key, task_ids, init_params) -> TrainResult`, pure and jittable.
+
+    Unlike `make_train`, the task ids are an argument (int32[α]), so one jitted `run` can be
+    `vmap`ped over many subsets of the same size, e.g. to fine-tune θ* on each of m subsets.
+
+    Args:
+      config: PPO hyperparameters.
+      family: the task family.
+      progress: optional `progress(update_index, mean_episode_return)` called from inside the
+        jitted loop after every update (through `jax.debug.callback`), e.g. to drive a bar.
+    """
+    agent = make_agent(family, config)
+    updates_per_run = config.num_updates * config.update_epochs * config.num_minibatches
+    lr = (
+        optax.linear_schedule(config.lr, 0.0, updates_per_run) if config.anneal_lr else config.lr
+    )
+    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+    def run(key: jax.Array, task_ids: jax.Array, init_params) -> TrainResult:
+        env_params = jax.tree_util.tree_map(lambda leaf: leaf[task_ids], family.params)
+        step = partial(update_step, agent, config, family.env, env_params, task_ids, tx)
+        if progress is not None:
+            step = _reporting(step, progress)
+        key_env, key_run = jax.random.split(key)
+        state = TrainState(
+            params=init_params,
+            opt_state=tx.init(init_params),
+            env=reset_envs(family.env, env_params, key_env, config.num_envs),
+            key=key_run,
+        )
+        state, metrics = jax.lax.scan(step, state, jnp.arange(config.num_updates))
+        return TrainResult(params=state.params, metrics=metrics)
+
+    return run
+
+
+def _reporting(step, progress):
+    def reporting_step(state, update):
+        state, metrics = step(state, update)
+        jax.debug.callback(progress, update, jnp.mean(metrics["episode_return"]))
+        return state, metrics
+
+    return reporting_step
+
+
+def make_train(config: PPOConfig, family: TaskFamily, task_ids=None, init_params=None,
+               progress=None):
     """Returns `train(key) -> TrainResult`, a pure function to `jax.jit` (and `vmap` over keys).
 
     Args:
@@ -291,27 +338,16 @@ def make_train(config: PPOConfig, family: TaskFamily, task_ids=None, init_params
       family: the task family.
       task_ids: train on these tasks only (default: all). One-hot inputs keep the family's ids.
       init_params: start from these agent params (fine-tuning) instead of a fresh init.
+      progress: see `make_finetune`.
     """
     agent = make_agent(family, config)
-    ids, env_params = _selection(family, task_ids)
-    updates_per_run = config.num_updates * config.update_epochs * config.num_minibatches
-    lr = (
-        optax.linear_schedule(config.lr, 0.0, updates_per_run) if config.anneal_lr else config.lr
-    )
-    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
-    step = partial(update_step, agent, config, family.env, env_params, ids, tx)
+    ids, _ = _selection(family, task_ids)
+    run = make_finetune(config, family, progress)
 
     def train(key: jax.Array) -> TrainResult:
-        key_init, key_env, key_run = jax.random.split(key, 3)
+        key_init, key_run = jax.random.split(key)
         params = agent.init(key_init, family.obs_dim) if init_params is None else init_params
-        state = TrainState(
-            params=params,
-            opt_state=tx.init(params),
-            env=reset_envs(family.env, env_params, key_env, config.num_envs),
-            key=key_run,
-        )
-        state, metrics = jax.lax.scan(step, state, None, config.num_updates)
-        return TrainResult(params=state.params, metrics=metrics)
+        return run(key_run, ids, params)
 
     return train
 
