@@ -96,3 +96,10 @@ class UpdateBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Runs an experiment's `main` from the command line and prints its total wall time."""
+    start = time.perf_counter()
+    main()
+    print(f"finished in {time.perf_counter() - start:.1f} s")

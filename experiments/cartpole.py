@@ -14,7 +14,6 @@ subset, U, the groups of all three methods, stage timings), affinity.png, theta_
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import jax
@@ -23,7 +22,13 @@ from flax import serialization, traverse_util
 
 import pgx_jax as pgx
 from experiments._pipeline import METHODS, estimate_and_group, group_lists, parse_config, plot_affinity
-from experiments._runner import StageRunner, UpdateBar, atomic_write_bytes, atomic_write_json
+from experiments._runner import (
+    StageRunner,
+    UpdateBar,
+    atomic_write_bytes,
+    atomic_write_json,
+    run_cli,
+)
 from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, cartpole_family
 from pgx_jax.rl.ppo import PPOConfig, collect_transitions, evaluate, make_agent, make_train
 
@@ -57,17 +62,14 @@ class Config:
                          task_onehot=self.task_onehot)
 
 
-def main(argv=None) -> dict:
-    config = parse_config(Config, argv, __doc__.split("\n")[0])
+def pipeline(config: Config, stage: StageRunner, run_dir: Path) -> dict:
+    """θ* → returns → transitions → features → estimates → groups, as resumable stages."""
     family = cartpole_family(config.half_lengths)
     ppo = config.ppo()
     agent = make_agent(family, ppo)
-    run_dir = Path(config.out) / config.run
-    atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
-    print(f"pgx_jax CartPole -> {run_dir}  ({family.num_tasks} tasks; jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}); PPO: {ppo.num_updates} updates × "
-          f"{family.num_tasks * ppo.num_envs * ppo.num_steps} steps")
-    stage = StageRunner(run_dir)
+    print(f"{family.num_tasks} CartPole tasks; PPO: {ppo.num_updates} updates × "
+          f"{family.num_tasks * ppo.num_envs * ppo.num_steps} steps "
+          f"(jax {jax.__version__} on {jax.devices()[0].platform})")
     keys = jax.random.split(jax.random.key(config.seed), 5)
     template = agent.init(keys[0], family.obs_dim)
 
@@ -104,13 +106,25 @@ def main(argv=None) -> dict:
         stage, feats, family.num_tasks, keys[4], num_subsets=config.subsets,
         subset_size=config.subset_size, l2=config.l2, holdout=config.holdout, k=config.k,
     )
+    return {"family": family, "agent": agent, "ppo": ppo, "params": params, "returns": returns,
+            "curve": trained["curve"], "features": feats, "clusters": clusters}
+
+
+def main(argv=None) -> dict:
+    config = parse_config(Config, argv, __doc__.split("\n")[0])
+    run_dir = Path(config.out) / config.run
+    atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
+    print(f"pgx_jax CartPole -> {run_dir}")
+    stage = StageRunner(run_dir)
+    out = pipeline(config, stage, run_dir)
+    family, returns, clusters = out["family"], out["returns"], out["clusters"]
 
     names = list(family.names)
     metrics = {
         "task_names": names,
         "theta_star_returns": returns,
         "theta_star_mean_return": float(returns.mean()),
-        "training_curve_mean_return": np.nanmean(trained["curve"], axis=1),
+        "training_curve_mean_return": np.nanmean(out["curve"], axis=1),
         "groups": {m: clusters[m] for m in METHODS},
         "groups_named": {m: [[names[i] for i in g] for g in group_lists(clusters[m])] for m in METHODS},
         "subsets": clusters["subsets"],
@@ -140,6 +154,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    start = time.perf_counter()
-    main()
-    print(f"finished in {time.perf_counter() - start:.1f} s")
+    run_cli(main)

@@ -14,14 +14,13 @@ Rerunning with the same --run resumes from the last finished stage.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import jax
 
 import pgx_jax as pgx
 from experiments._pipeline import METHODS, estimate_and_group, group_lists, parse_config, plot_affinity
-from experiments._runner import StageRunner, atomic_write_bytes, atomic_write_json
+from experiments._runner import StageRunner, atomic_write_bytes, atomic_write_json, run_cli
 from pgx_jax.synthetic import planted_groups, policy_gradient_batch
 
 
@@ -94,6 +93,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    start = time.perf_counter()
-    main()
-    print(f"finished in {time.perf_counter() - start:.1f} s")
+    run_cli(main)

@@ -5,7 +5,7 @@ The pipeline (see DESIGN.md): transitions → `gradient_features` → `sample_su
 """
 
 from pgx_jax.affinity import affinity_matrix, gradient_similarity_affinity
-from pgx_jax.clustering import ClusterInfo, cluster_tasks, random_groups
+from pgx_jax.clustering import ClusterInfo, cluster_tasks, normalize_affinity, random_groups
 from pgx_jax.features import gradient_features
 from pgx_jax.metrics import ari, nmi, relative_error, spearman
 from pgx_jax.projection import project, unproject
@@ -27,6 +27,7 @@ __all__ = [
     "gradient_features",
     "gradient_similarity_affinity",
     "nmi",
+    "normalize_affinity",
     "project",
     "random_groups",
     "relative_error",

@@ -134,7 +134,7 @@ def cluster_tasks(
         raise ValueError(f"solver_options must be a mapping or None, got {solver_options!r}")
     options = dict(solver_options or {})
 
-    U_hat = _normalize(U)
+    U_hat = normalize_affinity(U)
     if n == 1 or k == 1 or k == n:
         groups, info = _forced(U_hat, np.zeros(n, np.int64) if k in (1, None) else np.arange(n))
     elif not U_hat.any():
@@ -216,8 +216,10 @@ def _check_lambdas(lambdas) -> tuple[float, ...]:
     return tuple(float(lam) for lam in lambdas)
 
 
-def _normalize(U: np.ndarray) -> np.ndarray:
-    """(U + Uᵀ)/2 mapped affinely onto [0, 1]; all zeros for a constant U."""
+def normalize_affinity(U) -> np.ndarray:
+    """(U + Uᵀ)/2 mapped affinely onto [0, 1]; all zeros for a constant U. The normalization
+    `cluster_tasks` applies, so two affinity matrices are compared on the same footing."""
+    U = np.asarray(U, dtype=np.float64)
     U = (U + U.T) / 2
     low, high = U.min(), U.max()
     return (U - low) / (high - low) if high > low else np.zeros_like(U)

@@ -363,8 +363,8 @@ def evaluate(agent: Agent, params, family: TaskFamily, key: jax.Array, *, num_en
     return _evaluate(agent, params, family.env, env_params, ids, key, num_envs, max_steps, greedy)
 
 
-@partial(jax.jit, static_argnames=("agent", "env", "num_envs", "max_steps", "greedy"))
-def _evaluate(agent, params, env, env_params, ids, key, num_envs, max_steps, greedy):
+def episode_returns(agent, params, env, env_params, ids, key, num_envs, max_steps, greedy=False):
+    """The pure core of `evaluate` (vmappable over params, env_params, ids and key): f32[n_sel]."""
     key_reset, key_run = jax.random.split(key)
     runner = reset_envs(env, env_params, key_reset, num_envs)
     _, trajectory, _ = rollout(agent, env, env_params, ids, params, runner, key_run, max_steps, greedy)
@@ -372,6 +372,11 @@ def _evaluate(agent, params, env, env_params, ids, key, num_envs, max_steps, gre
     before_first_done = jnp.cumsum(trajectory.done, axis=0) - trajectory.done == 0
     returns = jnp.sum(trajectory.reward * before_first_done, axis=0)  # [n, E]
     return returns.mean(-1)
+
+
+_evaluate = jax.jit(
+    episode_returns, static_argnames=("agent", "env", "num_envs", "max_steps", "greedy")
+)
 
 
 def collect_transitions(agent: Agent, params, family: TaskFamily, key: jax.Array, *,
