@@ -26,6 +26,8 @@ import io
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 import numpy as np
 
 import pgx_jax as pgx
@@ -39,7 +41,10 @@ from experiments._runner import (
     run_cli,
 )
 from pgx_jax.rl.ground_truth import fine_tune_subsets
-from pgx_jax.rl.ppo import PPOConfig
+from pgx_jax.rl.ppo import PPOConfig, collect_transitions
+
+TABLE1_DISTANCES = (0.001, 0.005, 0.01, 0.05)
+PAPER_TABLE1_CARTPOLE = {0.001: "0.12±0.14%", 0.005: "0.73±0.10%", 0.01: "0.98±0.65%", 0.05: "—"}
 
 PAPER = {"nmi": 0.73, "flops_speedup": 26.0, "random_nmi": 0.2, "relative_error": 0.2}
 TARGETS = {"nmi": 0.8, "speedup": 50.0}
@@ -52,6 +57,8 @@ class Config(cartpole.Config):
     finetune_steps: int = 20_480
     finetune_lr: float = 1e-4
     finetune_envs: int = 8
+    table1_subsets: int = 10  # the paper: 10 random subsets of size 5
+    table1_subset_size: int = 5
     eval_envs: int = 64  # evaluation episodes per task: the truth's noise floor
     out: str = "results/validate"
 
@@ -113,8 +120,43 @@ def compare(clusters: dict, truth: dict) -> dict:
     }
 
 
+def first_order_table(config: Config, out: dict) -> dict:
+    """Table 1: error of the first-order expansion along real fine-tuning directions.
+
+    θ* is fine-tuned with PPO on `table1_subsets` random subsets of `table1_subset_size` tasks;
+    for each, θ = θ* + c·(θ_S − θ*) with c set so that ‖θ − θ*‖/‖θ*‖ (actor parameters) equals
+    each distance of TABLE1_DISTANCES. Errors are measured on fresh transitions at θ*.
+    """
+    family, agent, star = out["family"], out["agent"], out["params"]
+    if not 1 <= config.table1_subset_size <= family.num_tasks:
+        raise ValueError(f"--table1-subset-size must lie in [1, {family.num_tasks}] (the number of "
+                         f"tasks), got {config.table1_subset_size}")
+    key_subsets, key_train, key_batch = jax.random.split(jax.random.key(config.seed + 3), 3)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key_subsets))[-1])
+    subsets = np.zeros((config.table1_subsets, family.num_tasks), bool)
+    for row in subsets:
+        row[rng.choice(family.num_tasks, config.table1_subset_size, replace=False)] = True
+    tuned = fine_tune_subsets(config.finetune(), family, star, subsets, key_train, eval_envs=2,
+                              max_steps=10)
+    batch = collect_transitions(agent, star, family, key_batch, steps_per_task=config.collect_steps)
+    flat_star, unravel = ravel_pytree(star["actor"])
+    errors = np.zeros((2, len(TABLE1_DISTANCES), len(subsets)))
+    for j in range(len(subsets)):
+        flat = ravel_pytree(
+            jax.tree_util.tree_map(lambda leaf: leaf[j], tuned.params["actor"]))[0]
+        direction = flat - flat_star
+        for i, distance in enumerate(TABLE1_DISTANCES):
+            theta = unravel(flat_star + direction * distance * jnp.linalg.norm(flat_star)
+                            / jnp.linalg.norm(direction))
+            args = (agent.actor.log_prob, star["actor"], theta, batch.obs, batch.action)
+            errors[0, i, j] = float(pgx.linearization_error(*args))
+            errors[1, i, j] = float(pgx.ratio_approximation_error(*args))
+    return {"linearization": errors[0], "ratio": errors[1],
+            "natural_distance": tuned.relative_distance}
+
+
 def write_report(path: Path, config: Config, out: dict, truth: dict, comparison: dict,
-                 timings: dict) -> None:
+                 table1: dict, timings: dict) -> None:
     estimation = sum(timings[s] for s in ("features", "subsets", "estimate", "cluster"))
     ground = timings["ground_truth"] + timings["truth_cluster"]  # one truth; the repeat is a check
     nmi = comparison["nmi_vs_true"]
@@ -147,6 +189,19 @@ def write_report(path: Path, config: Config, out: dict, truth: dict, comparison:
         "",
         "Estimation = features + subsets + batched solve + clustering (θ* is shared by both and not "
         "counted). FLOP counts are not measured yet.",
+        "",
+        f"## Table 1: first-order error of log π ({config.table1_subsets} subsets of size "
+        f"{config.table1_subset_size}; mean ± std)",
+        "",
+        "| ‖θ − θ*‖/‖θ*‖ | eq. (1) relative RSS | eq. (2) r ≈ 1 + log r | paper (CartPole, eq. 1) |",
+        "|---|---|---|---|",
+        *[f"| {d:.1%} | {100 * table1['linearization'][i].mean():.3f} ± "
+          f"{100 * table1['linearization'][i].std():.3f}% | {100 * table1['ratio'][i].mean():.4f} ± "
+          f"{100 * table1['ratio'][i].std():.4f}% | {PAPER_TABLE1_CARTPOLE[d]} |"
+          for i, d in enumerate(TABLE1_DISTANCES)],
+        "",
+        f"Fine-tuning itself moved the actor by {np.median(table1['natural_distance']):.2%} "
+        f"(median over the {config.table1_subsets} runs). Target: < 2% error at 1% distance.",
         "",
         "## Groups",
         "",
@@ -214,8 +269,13 @@ def main(argv=None) -> dict:
         "nmi_ours": pgx.nmi(clusters["ours"], truth["groups_gain"]),
         "spearman_heldout_estimate": pgx.spearman(clusters["scores"], truth["gain"]),
     }
+    table1 = stage("table1", lambda: first_order_table(config, out))
     metrics = {
         **comparison,
+        "table1_distances": TABLE1_DISTANCES,
+        "table1_linearization_error": table1["linearization"],
+        "table1_ratio_error": table1["ratio"],
+        "table1_natural_distance": table1["natural_distance"],
         "true_f": truth["mean_return"],
         "true_f_repeat": repeat["mean_return"],
         "true_gain": truth["gain"],
@@ -233,7 +293,7 @@ def main(argv=None) -> dict:
     atomic_write_bytes(run_dir / "scatter.png", plot_scatter(clusters["scores"], truth["mean_return"]))
     names = [n.replace("half_length=", "L/2=") for n in out["family"].names]
     atomic_write_bytes(run_dir / "affinity.png", plot_affinities(clusters["U"], truth["U"], names))
-    write_report(run_dir / "report.md", config, out, truth, comparison, stage.timings)
+    write_report(run_dir / "report.md", config, out, truth, comparison, table1, stage.timings)
     print("\n" + (run_dir / "report.md").read_text())
     return metrics
 

@@ -6,6 +6,7 @@ The pipeline (see DESIGN.md): transitions → `gradient_features` → `sample_su
 
 from pgx_jax.affinity import affinity_matrix, gradient_similarity_affinity
 from pgx_jax.clustering import ClusterInfo, cluster_tasks, normalize_affinity, random_groups
+from pgx_jax.diagnostics import linearization_error, ratio_approximation_error
 from pgx_jax.features import gradient_features
 from pgx_jax.metrics import ari, nmi, relative_error, spearman
 from pgx_jax.projection import project, unproject
@@ -26,10 +27,12 @@ __all__ = [
     "estimate_subsets",
     "gradient_features",
     "gradient_similarity_affinity",
+    "linearization_error",
     "nmi",
     "normalize_affinity",
     "project",
     "random_groups",
+    "ratio_approximation_error",
     "relative_error",
     "sample_subsets",
     "solve_subsets",

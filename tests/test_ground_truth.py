@@ -47,7 +47,7 @@ def test_tiny_validation_run_writes_the_report(tmp_path):
     argv = ["--run", "tiny", "--out", str(tmp_path), "--half-lengths", "0.3", "0.6", "1.2", "2.0",
             "--steps-per-task", "1024", "--num-envs", "2", "--eval-envs", "2", "--collect-steps", "100",
             "--dim", "16", "--subsets", "12", "--k", "2", "--finetune-steps", "256",
-            "--finetune-envs", "2"]
+            "--finetune-envs", "2", "--table1-subsets", "2", "--table1-subset-size", "2"]
     metrics = validate.main(argv)
     run_dir = tmp_path / "cartpole" / "tiny"
     for name in ("report.md", "metrics.json", "scatter.png", "affinity.png"):
@@ -57,3 +57,5 @@ def test_tiny_validation_run_writes_the_report(tmp_path):
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert len(saved["true_f"]) == 12 and 0 <= saved["nmi_vs_true"]["ours"] <= 1
     assert set(metrics["truth_self_agreement"]) == {"nmi_groups", "spearman_f"}
+    assert np.asarray(saved["table1_linearization_error"]).shape == (4, 2)
+    assert "Table 1" in report

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 import numpy as np
 from flax import struct
 
@@ -75,8 +76,8 @@ def _fine_tune(agent, run, family, params, members, key_train, key_eval, eval_en
                                    max_steps)
 
         returns = jax.vmap(score)(results.params, members, jax.random.split(key_eval, num_subsets))
-        start = jax.flatten_util.ravel_pytree(params["actor"])[0]
-        moved = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p["actor"])[0])(results.params)
+        start = ravel_pytree(params["actor"])[0]
+        moved = jax.vmap(lambda p: ravel_pytree(p["actor"])[0])(results.params)
         distance = jnp.linalg.norm(moved - start, axis=-1) / jnp.linalg.norm(start)
         return FineTuneResult(members=members, returns=returns, mean_return=returns.mean(-1),
                               relative_distance=distance, params=results.params)
