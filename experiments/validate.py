@@ -188,7 +188,7 @@ def write_report(path: Path, config: Config, out: dict, truth: dict, comparison:
         f"| wall-clock, ground truth / estimation | {ground / estimation:.1f}× ({ground:.1f} s / {estimation:.1f} s) | — | ≥ {TARGETS['speedup']:.0f}× |",
         "",
         "Estimation = features + subsets + batched solve + clustering (θ* is shared by both and not "
-        "counted). FLOP counts are not measured yet.",
+        "counted). FLOP counts: `python -m benchmarks.flops_vs_full --env cartpole` (not yet in this report).",
         "",
         f"## Table 1: first-order error of log π ({config.table1_subsets} subsets of size "
         f"{config.table1_subset_size}; mean ± std)",
