@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 import pgx_jax as pgx
-from pgx_jax.diagnostics.flops import jaxpr_flops
+from experiments._pipeline import cost_flops
 from pgx_jax.envs import cartpole_family
 from pgx_jax.rl.ground_truth import fine_tune_subsets
 from pgx_jax.rl.ppo import PPOConfig, collect_transitions, make_agent, make_train
@@ -81,13 +81,10 @@ def main() -> None:
                                          lambda: pgx.cluster_tasks(pgx.affinity_matrix(
                                              subsets, -solution.heldout_loss), 3)))
 
-    flops = {
-        "collect": jaxpr_flops(collect),
-        "features": jaxpr_flops(features),
-        "solve": jaxpr_flops(lambda: pgx.solve_subsets(feats, subsets).theta, while_trips=iterations),
-    }
-    full_flops = jaxpr_flops(full)
-    estimate_flops = sum(flops.values())
+    counts = cost_flops(agent, params, family, collect_steps=args.collect_steps, dim=args.dim,
+                        subsets=subsets, features=feats, solver_iterations=iterations,
+                        finetune=finetune, eval_envs=args.eval_envs)
+    flops, full_flops, estimate_flops = counts["estimation"], counts["full"], counts["estimation_total"]
     estimate_seconds = t_collect + t_features + t_solve + t_cluster
     print(f"{args.env}: n = {family.num_tasks}, m = {args.subsets}, alpha = {args.subset_size}, "
           f"d = {args.dim}; fine-tuning {args.finetune_steps:,} steps/task/subset; "

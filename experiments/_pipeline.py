@@ -99,3 +99,33 @@ def plot_affinity(U, groups, names, title: str) -> bytes:
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def cost_flops(agent, params, family, *, collect_steps: int, dim: int, subsets, features,
+               solver_iterations: int, finetune, eval_envs: int) -> dict:
+    """FLOPs of estimation (transitions at θ*, features, batched solve) and of full training
+    (PPO fine-tuning of θ* on every subset + evaluation), from `jaxpr_flops`: only shapes
+    matter, so the programs are traced, not run."""
+    from pgx_jax.diagnostics.flops import jaxpr_flops
+    from pgx_jax.rl.ground_truth import fine_tune_subsets
+    from pgx_jax.rl.ppo import collect_transitions
+
+    # Concrete jax arrays, made before tracing: inside the trace a numpy input would become a
+    # tracer, and the solver would fall back to its loose (far larger) padded sizes.
+    features = jax.tree_util.tree_map(jax.numpy.asarray, features)
+    subsets = jax.numpy.asarray(subsets)
+    key = jax.random.key(0)
+    batch = jax.eval_shape(lambda: collect_transitions(agent, params, family, key,
+                                                       steps_per_task=collect_steps))
+    zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), batch)
+    estimation = {
+        "collect": jaxpr_flops(lambda: collect_transitions(agent, params, family, key,
+                                                           steps_per_task=collect_steps)),
+        "features": jaxpr_flops(lambda: pgx.gradient_features(agent.actor.log_prob, params["actor"],
+                                                              zeros, key, dim=dim)),
+        "solve": jaxpr_flops(lambda: pgx.solve_subsets(features, subsets).theta,
+                             while_trips=solver_iterations),
+    }
+    full = jaxpr_flops(lambda: fine_tune_subsets(finetune, family, params, subsets, key,
+                                                 eval_envs=eval_envs).mean_return)
+    return {"estimation": estimation, "estimation_total": sum(estimation.values()), "full": full}
