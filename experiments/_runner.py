@@ -84,7 +84,7 @@ class UpdateBar:
     def __init__(self, total: int, description: str, steps_per_update: int):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=description, unit="upd", dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=description, unit="upd", dynamic_ncols=True, mininterval=2.0)
         self.steps_per_update = steps_per_update
         self.start = time.perf_counter()
 
