@@ -24,6 +24,7 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import require_bench_extra
 from pgx_jax.envs import cartpole_family
 from pgx_jax.rl.ppo import PPOConfig, make_train
 
@@ -62,10 +63,10 @@ def run_ours(steps: int, seed: int):
 
 
 def run_sb3(steps: int, seed: int):
-    import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
+    torch = require_bench_extra("torch")
+    PPO = require_bench_extra("stable_baselines3").PPO
+    BaseCallback = require_bench_extra("stable_baselines3.common.callbacks").BaseCallback
+    make_vec_env = require_bench_extra("stable_baselines3.common.env_util").make_vec_env
 
     torch.set_num_threads(1)  # the fastest setting for tiny MLPs on this 2-core CPU
 

@@ -32,8 +32,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from benchmarks import require_bench_extra
 from pgx_jax import gradient_features, sample_subsets, solve_subsets
 from pgx_jax.synthetic import planted_features, planted_groups, policy_gradient_batch
 
@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("--data", default="policy", choices=("policy", "planted"))
     args = parser.parse_args()
 
-    from sklearn.linear_model import LogisticRegression
+    LogisticRegression = require_bench_extra("sklearn.linear_model").LogisticRegression
+    threadpool_limits = require_bench_extra("threadpoolctl").threadpool_limits
 
     groups = planted_groups(args.tasks, 3)
     if args.data == "planted":
