@@ -36,9 +36,25 @@ def parse_config(config_cls, argv=None, description: str = ""):
     })
 
 
-def estimate_and_group(stage: StageRunner, feats: pgx.Features, num_tasks: int, key: jax.Array, *,
-                       num_subsets: int, subset_size: int, l2: float, holdout: float, k: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class EstimationConfig:
+    """Settings every experiment shares: run name and seed, and the estimator's knobs."""
+
+    run: str = "default"
+    seed: int = 0
+    dim: int = 400
+    subsets: int = 200
+    subset_size: int = 3
+    l2: float = 1e-2
+    holdout: float = 0.2
+    k: int = 3
+
+
+def estimate_and_group(stage: StageRunner, feats: pgx.Features, num_tasks: int, key: jax.Array,
+                       config: EstimationConfig) -> dict:
     """Runs the stages 'subsets', 'estimate' and 'cluster'; returns their arrays in one dict."""
+    num_subsets, subset_size, k = config.subsets, config.subset_size, config.k
+    l2, holdout = config.l2, config.holdout
     key_subsets, key_random = jax.random.split(key)
     subsets = stage(
         "subsets",

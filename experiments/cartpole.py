@@ -21,7 +21,14 @@ import numpy as np
 from flax import serialization, traverse_util
 
 import pgx_jax as pgx
-from experiments._pipeline import METHODS, estimate_and_group, group_lists, parse_config, plot_affinity
+from experiments._pipeline import (
+    METHODS,
+    EstimationConfig,
+    estimate_and_group,
+    group_lists,
+    parse_config,
+    plot_affinity,
+)
 from experiments._runner import (
     StageRunner,
     UpdateBar,
@@ -34,9 +41,7 @@ from pgx_jax.rl.ppo import PPOConfig, collect_transitions, evaluate, make_agent,
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    run: str = "default"
-    seed: int = 0
+class Config(EstimationConfig):
     half_lengths: tuple = CARTPOLE_HALF_LENGTHS
     # meta-training (PPO, per task)
     steps_per_task: int = 500_000
@@ -48,12 +53,6 @@ class Config:
     eval_envs: int = 16
     # estimation
     collect_steps: int = 2000  # per task, from 10 envs: a 20% holdout is 2 whole trajectories
-    dim: int = 400
-    subsets: int = 200
-    subset_size: int = 3
-    l2: float = 1e-2
-    holdout: float = 0.2
-    k: int = 3
     out: str = "results/cartpole"
 
     def ppo(self) -> PPOConfig:
@@ -102,10 +101,7 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path) -> dict:
 
     f = stage("features", features_stage)
     feats = pgx.Features(z=f["z"], y=f["y"], w=f["w"], task=f["task"])
-    clusters = estimate_and_group(
-        stage, feats, family.num_tasks, keys[4], num_subsets=config.subsets,
-        subset_size=config.subset_size, l2=config.l2, holdout=config.holdout, k=config.k,
-    )
+    clusters = estimate_and_group(stage, feats, family.num_tasks, keys[4], config)
     return {"family": family, "agent": agent, "ppo": ppo, "params": params, "returns": returns,
             "curve": trained["curve"], "features": feats, "clusters": clusters}
 

@@ -19,24 +19,23 @@ from pathlib import Path
 import jax
 
 import pgx_jax as pgx
-from experiments._pipeline import METHODS, estimate_and_group, group_lists, parse_config, plot_affinity
+from experiments._pipeline import (
+    METHODS,
+    EstimationConfig,
+    estimate_and_group,
+    group_lists,
+    parse_config,
+    plot_affinity,
+)
 from experiments._runner import StageRunner, atomic_write_bytes, atomic_write_json, run_cli
 from pgx_jax.synthetic import planted_groups, policy_gradient_batch
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    run: str = "default"
-    seed: int = 0
+class Config(EstimationConfig):
     tasks: int = 10
     planted: int = 3
     samples_per_task: int = 2048
-    dim: int = 400
-    subsets: int = 200
-    subset_size: int = 3
-    l2: float = 1e-2
-    holdout: float = 0.2
-    k: int = 3
     out: str = "results/synthetic"
 
 
@@ -56,10 +55,7 @@ def main(argv=None) -> dict:
 
     f = stage("features", features_stage)
     feats = pgx.Features(z=f["z"], y=f["y"], w=f["w"], task=f["task"])
-    clusters = estimate_and_group(
-        stage, feats, config.tasks, keys[2], num_subsets=config.subsets,
-        subset_size=config.subset_size, l2=config.l2, holdout=config.holdout, k=config.k,
-    )
+    clusters = estimate_and_group(stage, feats, config.tasks, keys[2], config)
     metrics = {
         "planted_groups": truth,
         "groups": {m: clusters[m] for m in METHODS},

@@ -106,12 +106,6 @@ def _margins(z: jax.Array, theta: jax.Array, slots: jax.Array) -> jax.Array:
     return jnp.einsum("trd,tcd->trc", z, padded[slots])
 
 
-def _subset_losses(margins, y, w, slots, num_subsets, count):
-    """Mean weighted logistic loss per subset: f32[m]."""
-    per_slot = jnp.einsum("tr,trc->tc", w, jax.nn.softplus(-y[..., None] * margins))
-    return _to_subsets(per_slot, slots, num_subsets) / count
-
-
 # ----------------------------------------------------------------------------------------------
 # Solvers: both return (theta f32[m, d], margins f32[n, R, C], iterations int32[m]).
 
@@ -393,9 +387,9 @@ def _solve_and_score(layout, subsets, *, l2, tol, max_iter, method, sizes):
         z, y, w_train, slots, _members(subsets, sizes.members), count_train, jnp.float32(l2)
     )
     theta, margins, iters = _SOLVERS[method](problems, tol, max_iter)
-    num_subsets = subsets.shape[0]
-    train_loss = _subset_losses(margins, y, w_train, slots, num_subsets, count_train)
-    held_sum = _subset_losses(margins, y, w_held, slots, num_subsets, 1.0)
+    losses = jax.nn.softplus(-y[..., None] * margins)  # [n, R, C], fitted and held-out rows
+    train_loss = problems.subset_sum(w_train, losses) / count_train
+    held_sum = problems.subset_sum(w_held, losses)
     heldout_loss = jnp.where(count_held > 0, held_sum / jnp.maximum(count_held, 1), jnp.nan)
     grad_norm = jnp.linalg.norm(problems.gradient(theta, margins), axis=-1)
     return theta, train_loss, heldout_loss, grad_norm, iters
