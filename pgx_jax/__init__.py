@@ -6,7 +6,12 @@ The pipeline (see DESIGN.md): transitions → `gradient_features` → `sample_su
 
 from pgx_jax.affinity import affinity_matrix, gradient_similarity_affinity
 from pgx_jax.clustering import ClusterInfo, cluster_tasks, normalize_affinity, random_groups
-from pgx_jax.diagnostics import linearization_error, ratio_approximation_error
+from pgx_jax.diagnostics import (
+    generalization_bound,
+    hessian_trace,
+    linearization_error,
+    ratio_approximation_error,
+)
 from pgx_jax.features import gradient_features
 from pgx_jax.metrics import ari, nmi, relative_error, spearman
 from pgx_jax.projection import project, unproject
@@ -25,8 +30,10 @@ __all__ = [
     "ari",
     "cluster_tasks",
     "estimate_subsets",
+    "generalization_bound",
     "gradient_features",
     "gradient_similarity_affinity",
+    "hessian_trace",
     "linearization_error",
     "nmi",
     "normalize_affinity",
