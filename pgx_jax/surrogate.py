@@ -4,7 +4,9 @@ For a subset S of tasks, with D_S the (training) samples of the tasks in S,
 
     θ̂_S = argmin_θ  L̂_S(θ) + l2/2 ‖θ‖²,   L̂_S(θ) = 1/|D_S| Σ_{t ∈ D_S} w_t softplus(−y_t z_tᵀθ)
 
-and the estimate is f̂(S) = −L̂_S(θ̂_S), by default measured on held-out samples of the same tasks.
+and the paper's estimate is f̂(S) = −L̂_S(θ̂_S). By default we report the loss reduction
+L̂_S(0) − L̂_S(θ̂_S) instead (`score="gain"`, see `estimate_subsets`), measured on held-out samples
+of the same tasks.
 This is scikit-learn's `LogisticRegression(C=1 / (l2 · |D_S|), fit_intercept=False)` with
 `sample_weight=w` on the rows of S.
 
@@ -41,6 +43,7 @@ from pgx_jax.types import Features, SubsetSolution
 
 METHODS = ("preconditioned", "optax")
 SCORE_ON = ("heldout", "train")
+SCORES = ("gain", "loss")
 LINE_SEARCH_STEPS = 1  # 1-D Newton steps of the exact line search
 RANK = 32  # eigenpairs kept per task in the preconditioner
 MEMORY = 8  # L-BFGS memory
@@ -392,7 +395,11 @@ def _solve_and_score(layout, subsets, *, l2, tol, max_iter, method, sizes):
     held_sum = problems.subset_sum(w_held, losses)
     heldout_loss = jnp.where(count_held > 0, held_sum / jnp.maximum(count_held, 1), jnp.nan)
     grad_norm = jnp.linalg.norm(problems.gradient(theta, margins), axis=-1)
-    return theta, train_loss, heldout_loss, grad_norm, iters
+    # At θ = 0 (the unadapted θ*) every margin is 0, so each sample's loss is w·log 2.
+    train_zero = jnp.log(2.0) * (subsets_f @ w_train.sum(-1)) / count_train
+    held_zero = jnp.log(2.0) * (subsets_f @ w_held.sum(-1)) / jnp.maximum(count_held, 1)
+    held_zero = jnp.where(count_held > 0, held_zero, jnp.nan)
+    return theta, train_loss, heldout_loss, train_zero, held_zero, grad_norm, iters
 
 
 @partial(jax.jit, static_argnames=("num_tasks", "sizes", "method", "max_iter", "num_devices"))
@@ -516,7 +523,8 @@ def solve_subsets(
         k local devices with `jax.shard_map` (results equal the single-device ones).
 
     Returns:
-      `SubsetSolution(theta f32[m, d], train_loss f32[m], heldout_loss f32[m], grad_norm f32[m],
+      `SubsetSolution(theta f32[m, d], train_loss f32[m], heldout_loss f32[m],
+      train_loss_at_zero f32[m], heldout_loss_at_zero f32[m], grad_norm f32[m],
       iterations int32[m])`.
     """
     feats, subsets = _check_inputs(features, subsets, l2, holdout, tol, max_iter, method)
@@ -533,8 +541,7 @@ def solve_subsets(
         num_tasks=subsets.shape[1], sizes=_static_sizes(feats, padded, num_devices),
         method=method, max_iter=max_iter, num_devices=num_devices,
     )
-    theta, train_loss, heldout_loss, grad_norm, iters = (x[:num_subsets] for x in outputs)
-    return SubsetSolution(theta, train_loss, heldout_loss, grad_norm, iters)
+    return SubsetSolution(*(x[:num_subsets] for x in outputs))
 
 
 def estimate_subsets(
@@ -544,20 +551,37 @@ def estimate_subsets(
     l2: float = 1e-2,
     holdout: float = 0.2,
     score_on: str = "heldout",
+    score: str = "gain",
     **solver_options,
 ) -> jax.Array:
-    """f̂(S) = −L̂_S(θ̂_S) for every subset (Algorithm 1): f32[m].
+    """The estimate f̂(S) of fine-tuning on each subset (Algorithm 1): f32[m].
 
     Args:
       features, subsets, l2, holdout: as in `solve_subsets`.
       score_on: "heldout" (default) scores θ̂_S on the held-out samples of the tasks in S;
         "train" scores it on the samples it was fitted on (the paper's eq. 3; with holdout=0 that
         is every sample).
+      score: "gain" (default): f̂(S) = L̂_S(0) − L̂_S(θ̂_S), the loss reduction the adaptation
+        buys over the unadapted θ*; "loss": the paper's f̂(S) = −L̂_S(θ̂_S). They differ by
+        L̂_S(0) = log 2 · (mean |Â| over the samples of S), which only reflects the scale of the
+        advantages of the tasks in S, not how well they train together; on CartPole its spread
+        across subsets is ~30× that of the gain and drowns it (see experiments/validate.py).
       **solver_options: `tol`, `max_iter`, `method`, `devices` of `solve_subsets`.
     """
     if score_on not in SCORE_ON:
         raise ValueError(f"score_on must be one of {SCORE_ON}, got {score_on!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if score_on == "heldout" and holdout == 0:
         raise ValueError("score_on='heldout' needs holdout > 0; use score_on='train' for holdout=0")
     solution = solve_subsets(features, subsets, l2=l2, holdout=holdout, **solver_options)
-    return -(solution.heldout_loss if score_on == "heldout" else solution.train_loss)
+    return subset_scores(solution, score_on, score)
+
+
+def subset_scores(solution: SubsetSolution, score_on: str = "heldout", score: str = "gain"):
+    """f̂ from a `SubsetSolution` (see `estimate_subsets` for `score_on` and `score`): f32[m]."""
+    held = score_on == "heldout"
+    loss = solution.heldout_loss if held else solution.train_loss
+    if score == "loss":
+        return -loss
+    return (solution.heldout_loss_at_zero if held else solution.train_loss_at_zero) - loss

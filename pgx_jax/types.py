@@ -49,6 +49,8 @@ class SubsetSolution:
       train_loss: f32[m] L̂_S(θ̂) on the samples the fit used (the paper's eq. 3; includes no L2 term).
       heldout_loss: f32[m] the same loss on the held-out samples of the tasks in S
         (NaN when no sample was held out).
+      train_loss_at_zero, heldout_loss_at_zero: f32[m] the same two losses at θ = 0, i.e. of the
+        unadapted θ* (log 2 · mean weight of each split).
       grad_norm: f32[m] ‖∇ objective‖₂ at θ̂ (objective = train loss + l2/2 ‖θ‖²).
       iterations: int32[] number of solver iterations of the batched solve.
     """
@@ -56,5 +58,7 @@ class SubsetSolution:
     theta: jax.Array
     train_loss: jax.Array
     heldout_loss: jax.Array
+    train_loss_at_zero: jax.Array
+    heldout_loss_at_zero: jax.Array
     grad_norm: jax.Array
     iterations: jax.Array

@@ -104,13 +104,25 @@ def test_matches_sklearn_logistic_regression_with_matching_c():
         np.testing.assert_allclose(solution.theta[j], model.coef_[0], rtol=1e-4, atol=1e-5)
 
 
-def test_estimate_subsets_scores_are_negative_losses():
+def test_estimate_subsets_scores_are_losses_and_gains():
     feats, subsets = make_problem()
     solution = solve_subsets(feats, subsets, l2=L2)
-    np.testing.assert_allclose(estimate_subsets(feats, subsets, l2=L2), -solution.heldout_loss, rtol=1e-6)
-    np.testing.assert_allclose(
-        estimate_subsets(feats, subsets, l2=L2, score_on="train"), -solution.train_loss, rtol=1e-6
-    )
+    w, task = np.asarray(feats.w, np.float64), np.asarray(feats.task)
+    held = np.zeros(len(task), bool)  # the last 20% of each task's samples, as the solver holds out
+    for t in np.unique(task):
+        rows = np.flatnonzero(task == t)
+        held[rows[-max(1, round(0.2 * rows.size)):]] = True
+    for split, mask, loss, at_zero in (("heldout", held, solution.heldout_loss, solution.heldout_loss_at_zero),
+                                       ("train", ~held, solution.train_loss, solution.train_loss_at_zero)):
+        # At θ = 0 each sample's loss is w·log 2; checked against the samples of each subset.
+        expected_zero = [np.log(2) * w[mask & row[task]].mean() for row in subsets]
+        np.testing.assert_allclose(at_zero, expected_zero, rtol=1e-5)
+        np.testing.assert_allclose(estimate_subsets(feats, subsets, l2=L2, score_on=split, score="loss"),
+                                   -loss, rtol=1e-6)
+        np.testing.assert_allclose(estimate_subsets(feats, subsets, l2=L2, score_on=split),
+                                   at_zero - loss, rtol=1e-5, atol=1e-7)
+    # The fit never does worse than θ = 0 on the samples it was fitted on.
+    assert np.all(solution.train_loss <= solution.train_loss_at_zero + 1e-7)
 
 
 def test_under_user_jit_equals_eager():
@@ -182,6 +194,8 @@ def test_bad_inputs_raise_clear_errors():
         solve_subsets(feats, subsets.astype(int) * 2)
     with pytest.raises(ValueError, match="score_on"):
         estimate_subsets(feats, subsets, score_on="test")
+    with pytest.raises(ValueError, match="score must be one of"):
+        estimate_subsets(feats, subsets, score="ratio")
     with pytest.raises(ValueError, match="holdout > 0"):
         estimate_subsets(feats, subsets, holdout=0.0)
     few = feats.replace(task=jnp.where(feats.task == 3, 4, feats.task).at[0].set(3))
