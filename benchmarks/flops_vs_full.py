@@ -30,6 +30,7 @@ from experiments._pipeline import cost_flops
 from pgx_jax.envs import cartpole_family
 from pgx_jax.rl.ground_truth import fine_tune_subsets
 from pgx_jax.rl.ppo import PPOConfig, collect_transitions, make_agent, make_train
+from pgx_jax.surrogate import subset_scores
 
 
 def timed(fn):
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--env", default="cartpole", choices=("cartpole",))
     parser.add_argument("--meta-steps", type=int, default=100_000, help="θ* budget per task")
     parser.add_argument("--finetune-steps", type=int, default=20_480, help="per task per subset")
-    parser.add_argument("--collect-steps", type=int, default=2000)
+    parser.add_argument("--collect-steps", type=int, default=10_000)
     parser.add_argument("--subsets", type=int, default=200)
     parser.add_argument("--subset-size", type=int, default=3)
     parser.add_argument("--dim", type=int, default=400)
@@ -68,7 +69,7 @@ def main() -> None:
     feats, t_features = timed(features)
     solution, t_solve = timed(lambda: pgx.solve_subsets(feats, subsets))
     iterations = int(np.max(solution.iterations))
-    _, t_cluster = timed(lambda: pgx.cluster_tasks(pgx.affinity_matrix(subsets, -solution.heldout_loss), 3))
+    _, t_cluster = timed(lambda: pgx.cluster_tasks(pgx.affinity_matrix(subsets, subset_scores(solution)), 3))
     finetune = PPOConfig(steps_per_task=args.finetune_steps, lr=1e-4)
 
     def full():
@@ -79,7 +80,7 @@ def main() -> None:
     # Steady state of the estimation (second calls: compiled programs are cached).
     warm = sum(timed(fn)[1] for fn in (collect, features, lambda: pgx.solve_subsets(feats, subsets),
                                          lambda: pgx.cluster_tasks(pgx.affinity_matrix(
-                                             subsets, -solution.heldout_loss), 3)))
+                                             subsets, subset_scores(solution)), 3)))
 
     counts = cost_flops(agent, params, family, collect_steps=args.collect_steps, dim=args.dim,
                         subsets=subsets, features=feats, solver_iterations=iterations,

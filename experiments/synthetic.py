@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
         "groups": {m: clusters[m] for m in METHODS},
         "nmi_vs_planted": {m: pgx.nmi(clusters[m], truth) for m in METHODS},
         "ari_vs_planted": {m: pgx.ari(clusters[m], truth) for m in METHODS},
-        "scores_heldout": clusters["scores"],
+        "scores_heldout": clusters["heldout_scores"],
         "scores_train": clusters["train_scores"],
         "solver_iterations_max": int(clusters["iterations"].max()),
         "affinity": clusters["U"],

@@ -8,37 +8,64 @@ import numpy as np
 import pytest
 
 from pgx_jax.envs import cartpole_family
-from pgx_jax.rl.ground_truth import fine_tune_subsets, subset_members
+from pgx_jax.rl.ground_truth import fine_tune_subsets, subset_members, task_returns
 from pgx_jax.rl.ppo import PPOConfig, evaluate, make_agent, make_finetune
 
 
 def test_batched_fine_tuning_equals_one_run_at_a_time():
-    """The vmapped runs equal separate runs of make_finetune + evaluate with the same keys."""
+    """The vmapped runs (2 subsets × 2 seeds) equal separate runs of make_finetune + evaluation."""
     family = cartpole_family((0.3, 0.6, 1.2))
     config = PPOConfig(steps_per_task=512, num_envs=2, num_steps=64, num_minibatches=2)
     agent = make_agent(family, config)
     start = agent.init(jax.random.key(0), family.obs_dim)
     subsets = np.array([[1, 1, 0], [0, 1, 1]], bool)
     key = jax.random.key(1)
-    batched = fine_tune_subsets(config, family, start, subsets, key, eval_envs=2, max_steps=50)
+    batched = fine_tune_subsets(config, family, start, subsets, key, seeds=2, eval_envs=3,
+                                max_steps=50)
     np.testing.assert_array_equal(batched.members, [[0, 1], [1, 2]])
+    assert batched.returns.shape == (2, 2, 2) and batched.relative_distance.shape == (2, 2)
     key_train, key_eval = jax.random.split(key)
     run = jax.jit(make_finetune(config, family))
+    train_keys = jax.random.split(key_train, 4)
     for j, ids in enumerate(([0, 1], [1, 2])):
-        alone = run(jax.random.split(key_train, 2)[j], jnp.asarray(ids, jnp.int32), start)
-        for leaf_batched, leaf_alone in zip(jax.tree_util.tree_leaves(batched.params),
-                                            jax.tree_util.tree_leaves(alone.params)):
-            np.testing.assert_allclose(leaf_batched[j], leaf_alone, rtol=1e-4, atol=1e-5)
-        returns = evaluate(agent, alone.params, family, jax.random.split(key_eval, 2)[j],
-                           num_envs=2, max_steps=50, task_ids=ids)
-        np.testing.assert_allclose(batched.returns[j], returns, rtol=1e-5)
-    assert batched.mean_return.shape == (2,) and np.all(batched.relative_distance > 0)
+        ids = jnp.asarray(ids, jnp.int32)
+        for seed in range(2):
+            alone = run(train_keys[2 * j + seed], ids, start)
+            for leaf_batched, leaf_alone in zip(jax.tree_util.tree_leaves(batched.params),
+                                                jax.tree_util.tree_leaves(alone.params)):
+                np.testing.assert_allclose(leaf_batched[j, seed], leaf_alone, rtol=1e-4, atol=1e-5)
+            # Task t is evaluated on episodes seeded by fold_in(key_eval, t): one task alone.
+            for position, task in enumerate(np.asarray(ids)):
+                alone_return = evaluate(agent, alone.params, family, jax.random.fold_in(key_eval, task),
+                                        num_envs=3, max_steps=50, task_ids=[task], greedy=True)
+                np.testing.assert_allclose(batched.returns[j, seed, position], alone_return[0], rtol=1e-5)
+    np.testing.assert_allclose(batched.mean_return, batched.returns.mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(batched.gain, batched.mean_return - batched.start_returns.mean(-1),
+                               rtol=1e-5, atol=1e-5)
+    assert np.all(batched.relative_distance > 0)
+
+
+def test_evaluation_uses_common_random_numbers():
+    """Task 1 sits in both subsets: θ* gets the same return there, and equal to evaluating it alone."""
+    family = cartpole_family((0.3, 0.6, 1.2))
+    agent = make_agent(family, PPOConfig())
+    start = agent.init(jax.random.key(3), family.obs_dim)
+    key = jax.random.key(4)
+    returns = task_returns(agent, start, family, jnp.asarray([2, 1, 0]), key, 4, 60, False)
+    again = task_returns(agent, start, family, jnp.asarray([1]), key, 4, 60, False)
+    np.testing.assert_allclose(returns[1], again[0], rtol=1e-6)
+    other = task_returns(agent, start, family, jnp.asarray([1]), jax.random.key(5), 4, 60, False)
+    assert not np.allclose(again, other)  # a different key draws different episodes
 
 
 def test_subset_members_validation():
     np.testing.assert_array_equal(subset_members([[1, 0, 1], [0, 1, 1]]), [[0, 2], [1, 2]])
     with pytest.raises(ValueError, match="equal-size"):
         subset_members([[1, 0, 1], [0, 1, 0]])
+    family = cartpole_family((0.3, 0.6))
+    with pytest.raises(ValueError, match="seeds"):
+        fine_tune_subsets(PPOConfig(steps_per_task=1024), family, {}, [[1, 0]], jax.random.key(0),
+                          seeds=0)
 
 
 def test_tiny_validation_run_writes_the_report(tmp_path):
@@ -47,15 +74,26 @@ def test_tiny_validation_run_writes_the_report(tmp_path):
     argv = ["--run", "tiny", "--out", str(tmp_path), "--half-lengths", "0.3", "0.6", "1.2", "2.0",
             "--steps-per-task", "1024", "--num-envs", "2", "--eval-envs", "2", "--collect-steps", "100",
             "--dim", "16", "--subsets", "12", "--k", "2", "--finetune-steps", "256",
-            "--finetune-envs", "2", "--table1-subsets", "2", "--table1-subset-size", "2"]
+            "--finetune-envs", "2", "--truth-seeds", "2", "--table1-subsets", "2",
+            "--table1-subset-size", "2", "--ablation-dims", "8", "16", "--ablation-sizes", "2",
+            "--ablation-subsets", "2", "12", "--ablation-repeats", "2", "--hessian-steps", "4",
+            "--hessian-checkpoints", "2", "--hessian-products", "3", "--hessian-collect-steps", "100"]
     metrics = validate.main(argv)
     run_dir = tmp_path / "cartpole" / "tiny"
-    for name in ("report.md", "metrics.json", "scatter.png", "affinity.png"):
+    for name in ("report.md", "metrics.json", "scatter.png", "affinity.png", "generalization.png"):
         assert (run_dir / name).stat().st_size > 0
     report = (run_dir / "report.md").read_text()
-    assert "NMI, estimated vs true groups" in report and "0.73" in report
+    for heading in ("NMI, estimated vs true groups", "## All truths", "## Ablations", "Table 1", "Figure 2"):
+        assert heading in report
     saved = json.loads((run_dir / "metrics.json").read_text())
-    assert len(saved["true_f"]) == 12 and 0 <= saved["nmi_vs_true"]["ours"] <= 1
-    assert set(metrics["truth_self_agreement"]) == {"nmi_groups", "spearman_f"}
+    assert set(saved["vs_truth"]) == set(validate.TRUTHS)
+    for result in saved["vs_truth"].values():
+        assert 0 <= result["nmi"]["ours"] <= 1 and -1 <= result["self_spearman"] <= 1
+    assert np.asarray(saved["true_f_per_seed"]["gain"]).shape == (12, 2)
+    # m = 2 cannot cover the pairs of 4 tasks: that ablation row is left empty, the others are full.
+    nmi = np.asarray(metrics["ablations"]["nmi"], float)
+    assert nmi.shape == (5, 2) and np.isnan(nmi[3]).all() and np.isfinite(np.delete(nmi, 3, 0)).all()
     assert np.asarray(saved["table1_linearization_error"]).shape == (4, 2)
-    assert "Table 1" in report
+    # Resuming loads every stage and gives the same numbers.
+    again = validate.main(argv)
+    assert again["vs_truth"]["gain"]["nmi"] == metrics["vs_truth"]["gain"]["nmi"]

@@ -2,11 +2,18 @@
 
 The estimate f̂(S) predicts how well θ* would do after fine-tuning on the tasks of S. The truth
 it approximates is obtained here by doing that fine-tuning: PPO from θ* on the tasks of S for a
-fixed budget, then the mean return over the tasks of S. All m runs of one subset size are
-`vmap`ped into one jitted call (they differ only in their task ids and keys).
+fixed budget, then the mean return over the tasks of S. All m × K runs (K seeds per subset) of
+one subset size are `vmap`ped into one jitted call (they differ only in their task ids and keys).
+
+The truth is noisy, and the noise is the ceiling of any estimate's agreement with it: fine-tuning
+PPO from the same θ* on the same tasks with two seeds can differ by more than two subsets do.
+Three things reduce it: K seeds per subset, greedy evaluation, and common random numbers (every
+policy is evaluated on task t from the same initial states, see `task_returns`).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -20,13 +27,23 @@ from pgx_jax.rl.ppo import PPOConfig, episode_returns, make_agent, make_finetune
 
 @struct.dataclass
 class FineTuneResult:
-    """Per subset: returns f32[m, α] of its tasks after fine-tuning (members int32[m, α] says
-    which), mean_return f32[m] (the true f(S)), relative_distance f32[m] = ‖θ_S − θ*‖ / ‖θ*‖ of
-    the actor parameters, and params: the fine-tuned agent params, every leaf [m, ...]."""
+    """The ground truth of m subsets of size α, each fine-tuned with K seeds.
+
+    Attributes:
+      members: int32[m, α] the task ids of each subset.
+      returns: f32[m, K, α] return of each task after fine-tuning, per seed.
+      start_returns: f32[m, α] return of θ* on the same tasks, from the same evaluation episodes.
+      mean_return: f32[m] the true f(S): mean of `returns` over seeds and tasks.
+      gain: f32[m] mean_return minus the mean of `start_returns`: what fine-tuning added.
+      relative_distance: f32[m, K] ‖θ_S − θ*‖ / ‖θ*‖ of the actor parameters.
+      params: the fine-tuned agent params, every leaf [m, K, ...].
+    """
 
     members: jax.Array
     returns: jax.Array
+    start_returns: jax.Array
     mean_return: jax.Array
+    gain: jax.Array
     relative_distance: jax.Array
     params: object
 
@@ -42,44 +59,74 @@ def subset_members(subsets) -> np.ndarray:
     return np.stack([np.flatnonzero(row) for row in subsets]).astype(np.int32)
 
 
+def task_returns(agent, params, family: TaskFamily, ids, key, eval_envs, max_steps, greedy):
+    """Mean return of `eval_envs` episodes on each task of ids (int32[α]): f32[α].
+
+    The episodes of task t start from states drawn with `fold_in(key, t)`, whatever the policy
+    and whichever subset t sits in: every policy evaluated on t faces the same initial states
+    (common random numbers), so differences between policies are not evaluation noise.
+    Pure and vmappable over params and ids.
+    """
+
+    def one_task(task):
+        env_params = jax.tree_util.tree_map(lambda leaf: leaf[task][None], family.params)
+        return episode_returns(agent, params, family.env, env_params, task[None],
+                               jax.random.fold_in(key, task), eval_envs, max_steps, greedy)[0]
+
+    return jax.vmap(one_task)(ids)
+
+
 def fine_tune_subsets(config: PPOConfig, family: TaskFamily, params, subsets, key: jax.Array, *,
-                      eval_envs: int = 16, max_steps: int = 500, progress=None) -> FineTuneResult:
-    """Fine-tunes `params` (θ*) with PPO on each subset, then evaluates every fine-tuned policy.
+                      seeds: int = 1, eval_envs: int = 16, max_steps: int = 500,
+                      greedy: bool = True, progress=None) -> FineTuneResult:
+    """Fine-tunes `params` (θ*) with PPO on each subset, `seeds` times, and evaluates every run.
 
     Args:
       config: PPO settings of the fine-tuning runs (its `steps_per_task` is the budget).
       family: the task family.
       params: θ*, agent params as returned by `make_train`.
       subsets: bool[m, n], every subset of the same size α.
-      key: PRNG key (one independent stream per subset).
+      key: PRNG key (one independent training stream per subset and seed).
+      seeds: K independent fine-tuning runs per subset; f(S) averages them.
       eval_envs, max_steps: evaluation episodes per task, and their step cap.
-      progress: see `make_finetune` (called once per update of the batched runs).
+      greedy: evaluate the mode action (default) rather than sampled actions; with the shared
+        initial states of `task_returns` the evaluation of a policy is then deterministic.
+      progress: see `make_finetune` (called once per update of each batched run).
     """
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive int, got {seeds!r}")
     members = jnp.asarray(subset_members(subsets))
     agent = make_agent(family, config)
     run = make_finetune(config, family, progress)
     key_train, key_eval = jax.random.split(key)
-    return _fine_tune(agent, run, family, params, members, key_train, key_eval, eval_envs, max_steps)
+    return _fine_tune(agent, run, family, params, members, key_train, key_eval, seeds, eval_envs,
+                      max_steps, greedy)
 
 
-def _fine_tune(agent, run, family, params, members, key_train, key_eval, eval_envs, max_steps):
+def _fine_tune(agent, run, family, params, members, key_train, key_eval, seeds, eval_envs,
+               max_steps, greedy):
     num_subsets = members.shape[0]
+    evaluate = partial(task_returns, agent, family=family, key=key_eval, eval_envs=eval_envs,
+                       max_steps=max_steps, greedy=greedy)
 
     @jax.jit
-    def batched(params, members, key_train, key_eval):
-        train_keys = jax.random.split(key_train, num_subsets)
-        results = jax.vmap(run, in_axes=(0, 0, None))(train_keys, members, params)
+    def batched(params, members, key_train):
+        # Runs are subset-major: run j·K + s is seed s of subset j.
+        run_members = jnp.repeat(members, seeds, axis=0)
+        train_keys = jax.random.split(key_train, num_subsets * seeds)
+        run_params = jax.vmap(run, in_axes=(0, 0, None))(train_keys, run_members, params).params
+        returns = jax.vmap(lambda p, ids: evaluate(p, ids=ids))(run_params, run_members)
+        start = evaluate(params, ids=jnp.arange(family.num_tasks))[members]
+        flat_start = ravel_pytree(params["actor"])[0]
+        moved = jax.vmap(lambda p: ravel_pytree(p["actor"])[0])(run_params)
+        distance = jnp.linalg.norm(moved - flat_start, axis=-1) / jnp.linalg.norm(flat_start)
+        per_subset = partial(jax.tree_util.tree_map,
+                             lambda x: x.reshape((num_subsets, seeds) + x.shape[1:]))
+        returns = per_subset(returns)
+        mean_return = returns.mean(axis=(1, 2))
+        return FineTuneResult(members=members, returns=returns, start_returns=start,
+                              mean_return=mean_return, gain=mean_return - start.mean(-1),
+                              relative_distance=per_subset(distance),
+                              params=per_subset(run_params))
 
-        def score(run_params, ids, key):
-            env_params = jax.tree_util.tree_map(lambda leaf: leaf[ids], family.params)
-            return episode_returns(agent, run_params, family.env, env_params, ids, key, eval_envs,
-                                   max_steps)
-
-        returns = jax.vmap(score)(results.params, members, jax.random.split(key_eval, num_subsets))
-        start = ravel_pytree(params["actor"])[0]
-        moved = jax.vmap(lambda p: ravel_pytree(p["actor"])[0])(results.params)
-        distance = jnp.linalg.norm(moved - start, axis=-1) / jnp.linalg.norm(start)
-        return FineTuneResult(members=members, returns=returns, mean_return=returns.mean(-1),
-                              relative_distance=distance, params=results.params)
-
-    return batched(params, members, key_train, key_eval)
+    return batched(params, members, key_train)
