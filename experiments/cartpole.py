@@ -67,12 +67,15 @@ class Config(EstimationConfig):
                          task_onehot=self.task_onehot)
 
 
-def pipeline(config: Config, stage: StageRunner, run_dir: Path) -> dict:
-    """θ* → returns → transitions → features → estimates → groups, as resumable stages."""
-    family = cartpole_family(config.half_lengths)
+def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> dict:
+    """θ* → returns → transitions → features → estimates → groups, as resumable stages.
+
+    `family` defaults to the CartPole family of `config.half_lengths`; any `TaskFamily` works.
+    """
+    family = cartpole_family(config.half_lengths) if family is None else family
     ppo = config.ppo()
     agent = make_agent(family, ppo)
-    print(f"{family.num_tasks} CartPole tasks; PPO: {ppo.num_updates} updates × "
+    print(f"{family.num_tasks} tasks ({family.names[0]}, ...); PPO: {ppo.num_updates} updates × "
           f"{family.num_tasks * ppo.num_envs * ppo.num_steps} steps "
           f"(jax {jax.__version__} on {jax.devices()[0].platform})")
     keys = jax.random.split(jax.random.key(config.seed), 5)
