@@ -1,1 +1,1 @@
-"""RL side of pgx_jax: policies PPO, rollouts, ground truth, MAML."""
+"""RL side of pgx_jax: policies, PPO, rollouts, ground truth, MAML."""
