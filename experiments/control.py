@@ -39,23 +39,33 @@ from experiments._runner import (
     atomic_write_json,
     run_cli,
 )
-from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, cartpole_family
+from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, HIGHWAY_DENSITIES, cartpole_family, highway_family
 from pgx_jax.rl.maml import MAMLConfig, make_adapt_eval, make_meta_train
 
 # Per env: the family from a vector of task parameters, the source parameters from the config,
-# and a sampler of unseen targets from the sources' range: (rng, count) -> parameters.
+# a sampler of unseen targets from the sources' range, (rng, count) -> parameters, and the
+# horizon of MAML's episodes (CartPole: 200, as the paper's returns suggest; highway: its 30 s).
 ENVS = {
     "cartpole": (
         cartpole_family,
         lambda config: config.half_lengths,
         lambda rng, count: np.round(np.exp(rng.uniform(
             np.log(min(CARTPOLE_HALF_LENGTHS)), np.log(max(CARTPOLE_HALF_LENGTHS)), count)), 4),
+        200,
+    ),
+    "highway": (
+        highway_family,
+        lambda config: config.densities,
+        lambda rng, count: np.round(rng.uniform(min(HIGHWAY_DENSITIES), max(HIGHWAY_DENSITIES), count), 4),
+        30,
     ),
 }
 # The paper's Table 2, control columns (mean adapted reward ± std over 5 runs).
 PAPER_TABLE2 = {
     "cartpole": {"multitask": "145.9 ± 9.0", "random": "144.1 ± 10.1",
                  "gradient_similarity": "142.0 ± 8.2", "ours": "159.2 ± 3.8"},
+    "highway": {"multitask": "140.0 ± 4.6", "random": "143.4 ± 5.4",
+                "gradient_similarity": "135.6 ± 7.6", "ours": "153.5 ± 7.8"},
 }
 SETS = ("ours", "gradient_similarity", "random", "all_sources", "multitask")
 
@@ -68,15 +78,16 @@ class Config(cartpole.Config):
     adapt_steps: int = 20
     maml_outer_steps: int = 50
     maml_envs: int = 10  # episodes per support/query batch
-    maml_horizon: int = 200  # steps per episode in MAML's batches
+    maml_horizon: int = 0  # steps per episode in MAML's batches; 0 = the env's (see ENVS)
+    densities: tuple = HIGHWAY_DENSITIES  # highway's source tasks (cartpole: --half-lengths)
     inner_lr: float = 0.1
     outer_lr: float = 1e-3
     out: str = "results/control"
 
     def maml(self) -> MAMLConfig:
         return MAMLConfig(inner_lr=self.inner_lr, outer_lr=self.outer_lr, num_envs=self.maml_envs,
-                          num_steps=self.maml_horizon, num_outer_steps=self.maml_outer_steps,
-                          hidden=self.hidden)
+                          num_steps=self.maml_horizon or ENVS[self.env][3],
+                          num_outer_steps=self.maml_outer_steps, hidden=self.hidden)
 
 
 def training_sets(clusters: dict, num_tasks: int, k: int, rng: np.random.Generator) -> dict:
@@ -118,12 +129,12 @@ def main(argv=None) -> dict:
     config = parse_config(Config, argv, __doc__.split("\n")[0])
     if config.env not in ENVS:
         raise ValueError(f"--env {config.env!r} is not available; choices: {sorted(ENVS)}")
-    for name in ("seeds", "targets", "maml_outer_steps", "maml_envs", "maml_horizon"):
+    for name in ("seeds", "targets", "maml_outer_steps", "maml_envs"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    if config.adapt_steps < 0:
-        raise ValueError("--adapt-steps must be >= 0")
-    make_family, source_params, sample_targets = ENVS[config.env]
+    if config.adapt_steps < 0 or config.maml_horizon < 0:
+        raise ValueError("--adapt-steps and --maml-horizon must be >= 0")
+    make_family, source_params, sample_targets, _ = ENVS[config.env]
     sources = source_params(config)
     run_dir = Path(config.out) / config.env / config.run
     atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
