@@ -39,12 +39,20 @@ from experiments._runner import (
     atomic_write_json,
     run_cli,
 )
-from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, HIGHWAY_DENSITIES, cartpole_family, highway_family
+from pgx_jax.envs import (
+    CARTPOLE_HALF_LENGTHS,
+    HIGHWAY_DENSITIES,
+    LUNAR_LANDER_GRAVITIES,
+    cartpole_family,
+    highway_family,
+    lunar_lander_family,
+)
 from pgx_jax.rl.maml import MAMLConfig, make_adapt_eval, make_meta_train
 
 # Per env: the family from a vector of task parameters, the source parameters from the config,
 # a sampler of unseen targets from the sources' range, (rng, count) -> parameters, and the
-# horizon of MAML's episodes (CartPole: 200, as the paper's returns suggest; highway: its 30 s).
+# horizon of MAML's episodes (CartPole: 200, as the paper's returns suggest; highway: its 30 s;
+# LunarLander: 400 steps, time enough for the heuristic controller to land).
 ENVS = {
     "cartpole": (
         cartpole_family,
@@ -59,6 +67,12 @@ ENVS = {
         lambda rng, count: np.round(rng.uniform(min(HIGHWAY_DENSITIES), max(HIGHWAY_DENSITIES), count), 4),
         30,
     ),
+    "lunarlander": (
+        lunar_lander_family,
+        lambda config: config.gravities,
+        lambda rng, count: np.round(rng.uniform(min(LUNAR_LANDER_GRAVITIES), max(LUNAR_LANDER_GRAVITIES), count), 3),
+        400,
+    ),
 }
 # The paper's Table 2, control columns (mean adapted reward ± std over 5 runs).
 PAPER_TABLE2 = {
@@ -66,6 +80,8 @@ PAPER_TABLE2 = {
                  "gradient_similarity": "142.0 ± 8.2", "ours": "159.2 ± 3.8"},
     "highway": {"multitask": "140.0 ± 4.6", "random": "143.4 ± 5.4",
                 "gradient_similarity": "135.6 ± 7.6", "ours": "153.5 ± 7.8"},
+    "lunarlander": {"multitask": "53.8 ± 14.6", "random": "73.1 ± 11.7",
+                    "gradient_similarity": "80.8 ± 6.9", "ours": "82.8 ± 6.9"},
 }
 SETS = ("ours", "gradient_similarity", "random", "all_sources", "multitask")
 
@@ -80,6 +96,7 @@ class Config(cartpole.Config):
     maml_envs: int = 10  # episodes per support/query batch
     maml_horizon: int = 0  # steps per episode in MAML's batches; 0 = the env's (see ENVS)
     densities: tuple = HIGHWAY_DENSITIES  # highway's source tasks (cartpole: --half-lengths)
+    gravities: tuple = LUNAR_LANDER_GRAVITIES  # lunarlander's source tasks
     inner_lr: float = 0.1
     outer_lr: float = 1e-3
     out: str = "results/control"
