@@ -31,6 +31,7 @@ affinity.png (estimated and true U side by side), generalization.png, and the st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import time
 from pathlib import Path
@@ -168,7 +169,9 @@ def surrogate_loss_gain(agent, batch, holdout: float, num_tasks: int, star, run_
         loss = jnp.sum(in_subset * w * jax.nn.softplus(-y * ratio)) / jnp.sum(in_subset)
         return jnp.log(2.0) * jnp.sum(in_subset * w) / jnp.sum(in_subset) - loss
 
-    per_subset = jax.vmap(one_run, in_axes=(0, None))  # over the K seeds of one subset
+    # vmap over the K seeds of one subset, a loop over subsets: all m·K runs at once would hold
+    # m·K·N_held hidden activations (GBs at the defaults).
+    per_subset = jax.vmap(one_run, in_axes=(0, None))
     return np.stack([np.asarray(per_subset(jax.tree_util.tree_map(lambda x: x[j], run_params["actor"]),
                                            members[j])) for j in range(len(members))])
 
@@ -218,18 +221,19 @@ def ablations(config: Config, out: dict, batch, f_true, groups_true) -> dict:
     family, agent, star = out["family"], out["agent"], out["params"]
     truth_subsets = out["clusters"]["subsets"]
     n = family.num_tasks
-    rows = ([("d", d, config.subsets, config.subset_size) for d in config.ablation_dims]
-            + [("alpha", a, config.subsets, a) for a in config.ablation_sizes]
-            + [("m", m, m, config.subset_size) for m in config.ablation_subsets])
+    # (kind, value, d, m, α) per row; only the varied one differs from the defaults.
+    rows = ([("d", d, d, config.subsets, config.subset_size) for d in config.ablation_dims]
+            + [("alpha", a, config.dim, config.subsets, a) for a in config.ablation_sizes]
+            + [("m", m, config.dim, m, config.subset_size) for m in config.ablation_subsets])
     features = {}
     nmi, spearman, seconds = (np.full((len(rows), config.ablation_repeats), np.nan) for _ in range(3))
-    for i, (kind, _, num_subsets, size) in enumerate(rows):
-        dim = rows[i][1] if kind == "d" else config.dim
+    for i, (kind, _, dim, num_subsets, size) in enumerate(rows):
         if num_subsets < min_num_subsets(n, size):
             continue  # too few subsets to cover every pair: the row stays NaN
         for r in range(config.ablation_repeats):
-            key = jax.random.fold_in(jax.random.key(config.seed + 11), 1000 * i + r)
-            key_projection, key_subsets = jax.random.split(key)
+            # The second half of a split, as in the run the README's numbers come from.
+            key_subsets = jax.random.split(
+                jax.random.fold_in(jax.random.key(config.seed + 11), 1000 * i + r))[1]
             start = time.perf_counter()
             if (dim, r) not in features:  # features depend on d and the projection only
                 features[dim, r] = jax.block_until_ready(pgx.gradient_features(
@@ -417,6 +421,8 @@ def main(argv=None) -> dict:
     config = parse_config(Config, argv, __doc__.split("\n")[0])
     if config.env != "cartpole":
         raise ValueError(f"--env {config.env!r} is not available yet; choices: cartpole")
+    if config.ablation_repeats < 1:
+        raise ValueError(f"--ablation-repeats must be at least 1, got {config.ablation_repeats}")
     if config.truth_seeds < 2:
         raise ValueError(f"--truth-seeds must be at least 2 (the truth is checked against itself), got {config.truth_seeds}")
     run_dir = Path(config.out) / config.env / config.run
@@ -427,8 +433,10 @@ def main(argv=None) -> dict:
     family, agent, star = out["family"], out["agent"], out["params"]
     clusters, subsets = out["clusters"], out["clusters"]["subsets"]
     finetune = config.finetune()
-    # The transitions of the features stage (collection is deterministic given its key).
-    batch = collect_transitions(agent, star, family, out["collect_key"], steps_per_task=config.collect_steps)
+    # The transitions of the features stage (collection is deterministic given its key), collected
+    # again only if a stage that needs them runs: a resumed run skips it.
+    batch = functools.cache(lambda: collect_transitions(
+        agent, star, family, out["collect_key"], steps_per_task=config.collect_steps))
 
     def ground_truth():
         runs = len(subsets) * config.truth_seeds
@@ -444,7 +452,7 @@ def main(argv=None) -> dict:
         return {
             "return": per_seed_return,
             "gain": per_seed_return - np.asarray(result.start_returns).mean(-1, keepdims=True),
-            "surrogate_loss": surrogate_loss_gain(agent, batch, config.holdout, family.num_tasks,
+            "surrogate_loss": surrogate_loss_gain(agent, batch(), config.holdout, family.num_tasks,
                                                   star, result.params, np.asarray(result.members)),
             "returns": result.returns, "start_returns": result.start_returns,
             "relative_distance": result.relative_distance,
@@ -475,7 +483,7 @@ def main(argv=None) -> dict:
                                                       truth[name][:, half:].mean(1))
     primary_f = truth[TRUTHS[0]].mean(1)
     table1 = stage("table1", lambda: first_order_table(config, out))
-    ablation = stage("ablations", lambda: ablations(config, out, batch, primary_f,
+    ablation = stage("ablations", lambda: ablations(config, out, batch(), primary_f,
                                                     truth["groups"][TRUTHS[0]]))
     out["generalization"] = stage("generalization", lambda: generalization(config, out))
 
