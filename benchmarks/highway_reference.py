@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import require_bench_extra
+from benchmarks.control_envs import jax_throughput
 from pgx_jax.envs.highway import FASTER, IDLE, EnvState, Highway
 
 POLICIES = ("IDLE", "FASTER", "random")
@@ -172,33 +173,6 @@ def reference_scenes(density: float, count: int, seed: int = 10_000) -> EnvState
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
-def throughput(env: Highway, num_envs: int, steps: int, repeats: int = 3) -> float:
-    """Our env-steps/s: num_envs vmapped envs × steps in one jitted scan, compile excluded."""
-    params = env.default_params
-
-    @jax.jit
-    def run(key):
-        _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), params)
-
-        def one_step(state, step_key):
-            key_action, key_env = jax.random.split(step_key)
-            action = jax.random.randint(key_action, (num_envs,), 0, 5)
-            _, state, reward, *_ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(key_env, num_envs), state, action, params
-            )
-            return state, reward.mean()
-
-        return jax.lax.scan(one_step, state, jax.random.split(key, steps))[1]
-
-    jax.block_until_ready(run(jax.random.key(0)))  # compile
-    best = np.inf
-    for r in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(jax.random.key(r + 1)))
-        best = min(best, time.perf_counter() - start)
-    return num_envs * steps / best
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=25, help="highway-env episodes per cell")
@@ -262,7 +236,7 @@ def main():
               f" {same_speed:>6.2f} {scene_speed:>8.2f}")
 
     print("\n3) throughput", flush=True)
-    ours_rate = throughput(ours_env, args.envs, steps=30)
+    ours_rate, _, _ = jax_throughput(ours_env, args.envs, steps=30, repeats=3, seed=0)
     ref_rate = ref_steps / ref_seconds
     print(f"   highway-env (1 env, env.step only): {ref_rate:>10.1f} steps/s")
     print(f"   ours ({args.envs} vmapped envs, jit scan): {ours_rate:>10.0f} steps/s "

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import require_bench_extra
+from benchmarks.control_envs import host_throughput, jax_throughput
 from pgx_jax.envs.lunar_lander import MAX_STEPS, EnvParams, LunarLander, heuristic_action
 
 ENV = LunarLander()
@@ -85,54 +86,6 @@ def make_our_episodes(policy: str):
     return lambda key, gravity, n: batched(jax.random.split(key, n), jnp.float32(gravity))
 
 
-def our_throughput(num_envs: int, steps: int, repeats: int, seed: int):
-    """(best steps/s, median steps/s, compile+first-run seconds) of `num_envs` vmapped envs."""
-    params = ENV.default_params
-    step = jax.vmap(ENV.step, in_axes=(0, 0, 0, None))
-
-    @jax.jit
-    def run(key):
-        key_reset, key_actions, key_steps = jax.random.split(key, 3)
-        _, state = jax.vmap(ENV.reset, in_axes=(0, None))(jax.random.split(key_reset, num_envs), params)
-        actions = jax.random.randint(key_actions, (steps, num_envs), 0, 4)
-        keys = jax.random.split(key_steps, (steps, num_envs))
-
-        def body(carry, inputs):
-            state, total = carry
-            action, step_keys = inputs
-            _, state, reward, _, _, _ = step(step_keys, state, action, params)
-            return (state, total + reward.sum()), None
-
-        (state, total), _ = jax.lax.scan(body, (state, jnp.float32(0.0)), (actions, keys))
-        return total
-
-    start = time.perf_counter()
-    jax.block_until_ready(run(jax.random.key(seed)))
-    first = time.perf_counter() - start
-    times = []
-    for r in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(jax.random.key(seed + 1 + r)))
-        times.append(time.perf_counter() - start)
-    rates = num_envs * steps / np.asarray(times)
-    return float(rates.max()), float(np.median(rates)), first
-
-
-def reference_throughput(steps: int, seed: int) -> float:
-    env = make_reference(-10.0)
-    rng = np.random.default_rng(seed)
-    actions = rng.integers(4, size=steps)
-    env.reset(seed=seed)
-    start = time.perf_counter()
-    for t in range(steps):
-        _, _, terminated, truncated, _ = env.step(int(actions[t]))
-        if terminated or truncated:
-            env.reset()
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
-
-
 def reference_vector_throughput(num_envs: int, steps: int, seed: int) -> float:
     gymnasium = require_bench_extra("gymnasium")
     envs = gymnasium.make_vec("LunarLander-v3", num_envs=num_envs, vectorization_mode="sync")
@@ -187,8 +140,10 @@ def main():
                   f"{fmt(returns):>18} {landed.mean():7.0%}")
 
     print("\nthroughput at gravity -10 (random actions, auto-reset included)")
-    best, median, first = our_throughput(args.num_envs, args.timing_steps, args.repeats, args.seed)
-    single = reference_throughput(args.reference_steps, args.seed)
+    best, median, first = jax_throughput(ENV, args.num_envs, args.timing_steps, args.repeats, args.seed)
+    reference = make_reference(-10.0)
+    _, single = host_throughput(reference, args.reference_steps, np.random.default_rng(args.seed))
+    reference.close()
     vector_envs = 16
     vector_steps = max(args.reference_steps // vector_envs, 100)
     vector = reference_vector_throughput(vector_envs, vector_steps, args.seed)

@@ -15,24 +15,35 @@ from pgx_jax.surrogate import subset_scores
 METHODS = ("ours", "gradient_similarity", "random")
 
 
-def parse_config(config_cls, argv=None, description: str = ""):
-    """A frozen dataclass of defaults → an argparse CLI with one --flag per field."""
+def parse_config(config_cls, argv=None, description: str = "", defaults_by_env=None):
+    """A frozen dataclass of defaults → an argparse CLI with one --flag per field.
+
+    `defaults_by_env` ({env: {field: value}}) replaces the class defaults for the `--env` given
+    (settings an environment needs, e.g. its PPO budget); flags on the command line still win.
+    """
     import argparse
 
+    defaults = config_cls()
+    if defaults_by_env is not None:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--env", default=defaults.env)
+        env = pre.parse_known_args(argv)[0].env
+        defaults = dataclasses.replace(defaults, **defaults_by_env.get(env, {}))
     parser = argparse.ArgumentParser(description=description)
     for field in dataclasses.fields(config_cls):
         flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        elif isinstance(field.default, tuple):
-            parser.add_argument(flag, type=type(field.default[0]), nargs="+",
-                                default=list(field.default), help=f"(default: {field.default})")
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, type=type(default[0]), nargs="+",
+                                default=list(default), help=f"(default: {default})")
         else:
-            parser.add_argument(flag, type=type(field.default), default=field.default,
-                                help=f"(default: {field.default})")
+            parser.add_argument(flag, type=type(default), default=default,
+                                help=f"(default: {default})")
     args = vars(parser.parse_args(argv))
     return config_cls(**{
-        f.name: tuple(args[f.name]) if isinstance(f.default, tuple) else args[f.name]
+        f.name: tuple(args[f.name]) if isinstance(getattr(defaults, f.name), tuple) else args[f.name]
         for f in dataclasses.fields(config_cls)
     })
 

@@ -54,6 +54,8 @@ class Config(EstimationConfig):
     num_envs: int = 8
     num_steps: int = 128
     lr: float = 2.5e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
     hidden: tuple = (64, 64)
     task_onehot: bool = False
     eval_envs: int = 16
@@ -63,7 +65,8 @@ class Config(EstimationConfig):
 
     def ppo(self) -> PPOConfig:
         return PPOConfig(steps_per_task=self.steps_per_task, num_envs=self.num_envs,
-                         num_steps=self.num_steps, lr=self.lr, hidden=self.hidden,
+                         num_steps=self.num_steps, lr=self.lr, gamma=self.gamma,
+                         gae_lambda=self.gae_lambda, hidden=self.hidden,
                          task_onehot=self.task_onehot)
 
 

@@ -5,9 +5,11 @@ meta-training set is one task drawn from each group (the paper's choice) → MAM
 (`pgx_jax.rl.maml`, second order) → adaptation to unseen target tasks, whose parameters are
 drawn from the same range as the sources but are never sources → mean adapted return.
 
-Baselines, in the same run and with the same MAML budget: MAML on all sources, on k random
-sources, on one task per gradient-similarity group; and plain multitask training without MAML
-(θ*'s policy, adapted the same way). An adaptation step is one inner policy-gradient update
+MAML starts from θ* (`--maml-init theta_star`, the paper's "meta-initialization"; `random` for a
+fresh network) and every variant samples k tasks per outer step, so all get the same MAML
+budget in env steps. Baselines, in the same run: MAML on all sources (k of the 10 per outer
+step), on k random sources, on one task per gradient-similarity group; and plain multitask
+training without MAML (θ*'s policy, adapted the same way). An adaptation step is one inner policy-gradient update
 (`--inner-lr`) on a fresh batch of `--maml-envs` episodes sampled with the current policy; the
 reported return after step k is that of the batch sampled with the policy of step k. The paper
 adapts for 200 steps; the default here is 20 (`--adapt-steps 200` for the paper's setting).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -49,29 +52,43 @@ from pgx_jax.envs import (
 )
 from pgx_jax.rl.maml import MAMLConfig, make_adapt_eval, make_meta_train
 
-# Per env: the family from a vector of task parameters, the source parameters from the config,
-# a sampler of unseen targets from the sources' range, (rng, count) -> parameters, and the
-# horizon of MAML's episodes (CartPole: 200, as the paper's returns suggest; highway: its 30 s;
-# LunarLander: 400 steps, time enough for the heuristic controller to land).
+class ControlEnv(NamedTuple):
+    """What `experiments.control` needs to know of an environment."""
+
+    family: Callable  # task parameters → TaskFamily
+    sources: Callable  # Config → the source tasks' parameters
+    sample_targets: Callable  # (rng, count) → unseen target parameters from the sources' range
+    maml_horizon: int  # steps per episode in MAML's batches
+    defaults: dict  # Config defaults for this env (its PPO settings for θ*); flags still win
+
+
+# CartPole's MAML horizon is 200, as the paper's returns suggest; highway's is its 30 s episode;
+# LunarLander's 400 steps leave the heuristic controller time to land. LunarLander's θ* uses the
+# usual LunarLander PPO settings (γ 0.999, λ 0.98): with CartPole's (γ 0.99, 500k steps per task)
+# its greedy return was −25 on average, with these 178. Highway's use highway-env's usual γ 0.9
+# and a budget its ~10k PPO steps/s here allow (greedy return 9.5 → 15.6 of 30 at 60k per task).
 ENVS = {
-    "cartpole": (
+    "cartpole": ControlEnv(
         cartpole_family,
         lambda config: config.half_lengths,
         lambda rng, count: np.round(np.exp(rng.uniform(
             np.log(min(CARTPOLE_HALF_LENGTHS)), np.log(max(CARTPOLE_HALF_LENGTHS)), count)), 4),
         200,
+        {},
     ),
-    "highway": (
+    "highway": ControlEnv(
         highway_family,
         lambda config: config.densities,
         lambda rng, count: np.round(rng.uniform(min(HIGHWAY_DENSITIES), max(HIGHWAY_DENSITIES), count), 4),
         30,
+        {"steps_per_task": 100_000, "num_envs": 32, "num_steps": 64, "lr": 3e-4, "gamma": 0.9},
     ),
-    "lunarlander": (
+    "lunarlander": ControlEnv(
         lunar_lander_family,
         lambda config: config.gravities,
         lambda rng, count: np.round(rng.uniform(min(LUNAR_LANDER_GRAVITIES), max(LUNAR_LANDER_GRAVITIES), count), 3),
         400,
+        {"steps_per_task": 2_000_000, "num_envs": 16, "lr": 3e-4, "gamma": 0.999, "gae_lambda": 0.98},
     ),
 }
 # The paper's Table 2, control columns (mean adapted reward ± std over 5 runs).
@@ -97,14 +114,17 @@ class Config(cartpole.Config):
     maml_horizon: int = 0  # steps per episode in MAML's batches; 0 = the env's (see ENVS)
     densities: tuple = HIGHWAY_DENSITIES  # highway's source tasks (cartpole: --half-lengths)
     gravities: tuple = LUNAR_LANDER_GRAVITIES  # lunarlander's source tasks
+    maml_init: str = "theta_star"  # or "random"
     inner_lr: float = 0.1
     outer_lr: float = 1e-3
     out: str = "results/control"
 
     def maml(self) -> MAMLConfig:
+        # meta batch = k for every variant: all sources sample k of their tasks per outer step.
         return MAMLConfig(inner_lr=self.inner_lr, outer_lr=self.outer_lr, num_envs=self.maml_envs,
-                          num_steps=self.maml_horizon or ENVS[self.env][3],
-                          num_outer_steps=self.maml_outer_steps, hidden=self.hidden)
+                          num_steps=self.maml_horizon or ENVS[self.env].maml_horizon,
+                          meta_batch_size=self.k, num_outer_steps=self.maml_outer_steps,
+                          hidden=self.hidden)
 
 
 def training_sets(clusters: dict, num_tasks: int, k: int, rng: np.random.Generator) -> dict:
@@ -143,7 +163,8 @@ def plot_adaptation(curves: dict) -> bytes:
 
 
 def main(argv=None) -> dict:
-    config = parse_config(Config, argv, __doc__.split("\n")[0])
+    config = parse_config(Config, argv, __doc__.split("\n")[0],
+                          defaults_by_env={name: env.defaults for name, env in ENVS.items()})
     if config.env not in ENVS:
         raise ValueError(f"--env {config.env!r} is not available; choices: {sorted(ENVS)}")
     for name in ("seeds", "targets", "maml_outer_steps", "maml_envs"):
@@ -151,7 +172,9 @@ def main(argv=None) -> dict:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if config.adapt_steps < 0 or config.maml_horizon < 0:
         raise ValueError("--adapt-steps and --maml-horizon must be >= 0")
-    make_family, source_params, sample_targets, _ = ENVS[config.env]
+    if config.maml_init not in ("theta_star", "random"):
+        raise ValueError(f"--maml-init must be 'theta_star' or 'random', got {config.maml_init!r}")
+    make_family, source_params, sample_targets, *_ = ENVS[config.env]
     sources = source_params(config)
     run_dir = Path(config.out) / config.env / config.run
     atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
@@ -166,6 +189,9 @@ def main(argv=None) -> dict:
     maml = config.maml()
     evaluate = jax.jit(make_adapt_eval(maml, target_family), static_argnames="adapt_steps")
     target_ids = np.arange(config.targets)
+    theta_star = {"actor": out["params"]["actor"], "critic": {}}  # as a MAML agent's params
+    bars = []  # the progress bar of the MAML run in flight; the jitted loop reports to it
+    meta_train = jax.jit(make_meta_train(maml, family, progress=lambda *a: bars[-1](*a)))
 
     curves = {name: [] for name in SETS}
     chosen = {}
@@ -178,14 +204,15 @@ def main(argv=None) -> dict:
             def run(name=name, sets=sets, key=key):
                 key_train, key_eval = jax.random.split(key)
                 if name == "multitask":  # θ*'s policy, no meta-training
-                    params = {"actor": out["params"]["actor"], "critic": {}}
+                    params = theta_star
                 else:
-                    bar = UpdateBar(maml.num_outer_steps, f"MAML on {name} {sets[name]} (seed {seed})",
-                                    len(sets[name]) * 2 * maml.num_envs * maml.num_steps)
-                    result = jax.jit(make_meta_train(maml, family, task_ids=sets[name],
-                                                     progress=bar))(key_train)
+                    bars.append(UpdateBar(maml.num_outer_steps,
+                                          f"MAML on {name} {sets[name]} (seed {seed})",
+                                          maml.meta_batch_size * 2 * maml.num_envs * maml.num_steps))
+                    init = theta_star if config.maml_init == "theta_star" else None
+                    result = meta_train(key_train, np.asarray(sets[name], np.int32), init)
                     params = jax.block_until_ready(result.params)
-                    bar.close()
+                    bars[-1].close()
                 returns = evaluate(key_eval, params, target_ids, adapt_steps=config.adapt_steps)
                 return {"returns": returns}
 
@@ -198,9 +225,15 @@ def main(argv=None) -> dict:
         f"# Meta-RL on {config.env}: adapted return on {config.targets} unseen target tasks",
         "",
         f"Run `{config.run}`; {family.num_tasks} source tasks, k = {config.k}; MAML (second order) "
-        f"{maml.num_outer_steps} outer steps, batches of {maml.num_envs} episodes × {maml.num_steps} "
-        f"steps, inner lr {maml.inner_lr}; {config.adapt_steps} adaptation steps (paper: 200); "
+        f"from {'θ*' if config.maml_init == 'theta_star' else 'a random init'}, "
+        f"{maml.num_outer_steps} outer steps of {maml.meta_batch_size} tasks, batches of "
+        f"{maml.num_envs} episodes × {maml.num_steps} steps, inner lr {maml.inner_lr}, outer lr "
+        f"{maml.outer_lr}; {config.adapt_steps} adaptation steps (paper: 200); "
         f"{config.seeds} seeds (mean ± std of the mean over targets).",
+        "",
+        f"θ*: multitask PPO, {config.steps_per_task:,} steps per task ({config.num_envs} envs, lr "
+        f"{config.lr}, γ {config.gamma}, λ {config.gae_lambda}); mean return on the sources "
+        f"{np.mean(out['returns']):.1f} (per task: {np.round(out['returns'], 1).tolist()}).",
         "",
         "| meta-training set | before adaptation | after adaptation | paper (original env) |",
         "|---|---|---|---|",
@@ -221,6 +254,7 @@ def main(argv=None) -> dict:
     ]
     metrics = {
         "source_params": sources, "target_params": targets,
+        "theta_star_source_returns": out["returns"],
         "groups": {m: clusters[m] for m in METHODS},
         "meta_training_sets": chosen,
         "adaptation_curves": curves,

@@ -93,7 +93,8 @@ class Config(cartpole.Config):
 
     def finetune(self) -> PPOConfig:
         return PPOConfig(steps_per_task=self.finetune_steps, num_envs=self.finetune_envs,
-                         num_steps=self.num_steps, lr=self.finetune_lr, hidden=self.hidden,
+                         num_steps=self.num_steps, lr=self.finetune_lr, gamma=self.gamma,
+                         gae_lambda=self.gae_lambda, hidden=self.hidden,
                          task_onehot=self.task_onehot)
 
 

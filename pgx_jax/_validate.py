@@ -16,8 +16,8 @@ import numpy as np
 
 
 def is_concrete(x) -> bool:
-    """True when `x` holds values we can read on the host (not a tracer)."""
-    return not isinstance(x, jax.core.Tracer)
+    """True when `x` holds values we can read on the host: no tracer in it (lists included)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
 
 
 def as_array(name: str, x, *, ndim: int | None = None, kind: str | None = None) -> jax.Array:

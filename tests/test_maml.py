@@ -303,6 +303,28 @@ def test_short_meta_training_improves_post_adaptation_return():
     assert before[:, -2:].mean() > before[:, :2].mean() + 2, before
 
 
+def test_call_time_task_ids_and_init_reuse_one_executable():
+    family = cartpole_family((0.3, 0.6, 1.2, 2.0))
+    config = MAMLConfig(num_envs=4, num_steps=16, hidden=(8,), num_outer_steps=2)
+    agent = make_maml_agent(family, config)
+    init = agent.init(jax.random.key(3), family.obs_dim)
+    traces = []
+    train = make_meta_train(config, family)  # task ids and init are arguments, not closed over
+    counted = jax.jit(lambda key, ids, params: (traces.append(1), train(key, ids, params))[1])
+    for ids in ([0, 2], [1, 3]):
+        called = counted(jax.random.key(4), jnp.asarray(ids), init)
+        closed = jax.jit(make_meta_train(config, family, task_ids=ids, init_params=init))(
+            jax.random.key(4))
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                               called, closed)
+    assert len(traces) == 1  # the second task set of the same size reused the executable
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        train(jax.random.key(0), [0, 4])
+    with pytest.raises(ValueError, match="exceeds"):
+        make_meta_train(MAMLConfig(meta_batch_size=2, num_envs=4, num_steps=16), family)(
+            jax.random.key(0), [1])
+
+
 def test_input_validation():
     for bad in ({"inner_steps": 0}, {"num_envs": 1.5}, {"num_steps": True},
                 {"meta_batch_size": 0}, {"query_num_steps": -2}, {"inner_lr": -0.1},

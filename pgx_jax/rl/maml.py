@@ -336,7 +336,7 @@ def _check_ids(family: TaskFamily, task_ids) -> np.ndarray:
 
 def make_meta_train(config: MAMLConfig, family: TaskFamily, task_ids=None, progress=None,
                     init_params=None):
-    """Returns `train(key) -> TrainResult`, pure: `jax.jit(train)(key)` runs the whole meta-training.
+    """Returns `train(key, task_ids=None, init_params=None) -> TrainResult`, pure and jittable.
 
     Args:
       config: MAML hyperparameters.
@@ -346,19 +346,21 @@ def make_meta_train(config: MAMLConfig, family: TaskFamily, task_ids=None, progr
         the jitted loop after every outer step (through `jax.debug.callback`).
       init_params: start from these agent params instead of a fresh init.
 
+    `train`'s own `task_ids` (int[n_train]) and `init_params` override the factory's and may be
+    traced: `jax.jit(train)` then compiles once per number of training tasks, so meta-training
+    on several task sets of one size (or from several initializations) reuses one executable.
+
     TrainResult.params are agent params ({"actor": θ, "critic": {}}); TrainResult.metrics hold,
     per outer step (f32[S] each): pre_adaptation_return and post_adaptation_return (means over
     the meta batch of the first support batch's and the query batch's first-episode returns)
     and meta_loss (mean L_query(θ')).
     """
-    ids = (np.arange(family.num_tasks, dtype=np.int32) if task_ids is None
-           else _check_ids(family, task_ids))
-    meta_batch = len(ids) if config.meta_batch_size is None else config.meta_batch_size
-    if meta_batch > len(ids):
-        raise ValueError(f"meta_batch_size={meta_batch} exceeds the {len(ids)} training tasks")
+    default_ids = (np.arange(family.num_tasks, dtype=np.int32) if task_ids is None
+                   else _check_ids(family, task_ids))
+    default_init = init_params
+    _meta_batch_size(config, len(default_ids))
     agent = make_maml_agent(family, config)
     tx = optax.adam(config.outer_lr)
-    ids = jnp.asarray(ids)
     grad_fn = jax.value_and_grad(partial(meta_loss, agent, config))
 
     def task_gradient(params, task_id, env_params, key):
@@ -367,9 +369,10 @@ def make_meta_train(config: MAMLConfig, family: TaskFamily, task_ids=None, progr
         loss, grads = grad_fn(params, support, query)
         return loss, grads, pre, post
 
-    def outer_step(state: MetaState, step_index):
+    def outer_step(ids, state: MetaState, step_index):
+        meta_batch = _meta_batch_size(config, ids.shape[0])
         key, key_tasks, key_batches = jax.random.split(state.key, 3)
-        tasks = ids if meta_batch == len(ids) else jax.random.permutation(key_tasks, ids)[:meta_batch]
+        tasks = ids if meta_batch == ids.shape[0] else jax.random.permutation(key_tasks, ids)[:meta_batch]
         env_params = jax.tree_util.tree_map(lambda leaf: leaf[tasks], family.params)
         loss, grads, pre, post = jax.vmap(task_gradient, in_axes=(None, 0, 0, 0))(
             state.params, tasks, env_params, jax.random.split(key_batches, meta_batch)
@@ -383,14 +386,29 @@ def make_meta_train(config: MAMLConfig, family: TaskFamily, task_ids=None, progr
             jax.debug.callback(progress, step_index, metrics["post_adaptation_return"])
         return MetaState(params=params, opt_state=opt_state, key=key), metrics
 
-    def train(key: jax.Array) -> TrainResult:
+    def train(key: jax.Array, task_ids=None, init_params=None) -> TrainResult:
+        if task_ids is None:
+            ids = jnp.asarray(default_ids)
+        else:
+            ids = jnp.asarray(_check_ids(family, task_ids) if is_concrete(task_ids) else task_ids,
+                              jnp.int32).reshape(-1)
         key_init, key_run = jax.random.split(key)
-        params = agent.init(key_init, family.obs_dim) if init_params is None else init_params
-        state = MetaState(params=params, opt_state=tx.init(params), key=key_run)
-        state, metrics = jax.lax.scan(outer_step, state, jnp.arange(config.num_outer_steps))
+        if init_params is None:
+            init_params = (agent.init(key_init, family.obs_dim) if default_init is None
+                           else default_init)
+        state = MetaState(params=init_params, opt_state=tx.init(init_params), key=key_run)
+        state, metrics = jax.lax.scan(partial(outer_step, ids), state,
+                                      jnp.arange(config.num_outer_steps))
         return TrainResult(params=state.params, metrics=metrics)
 
     return train
+
+
+def _meta_batch_size(config: MAMLConfig, num_train_tasks: int) -> int:
+    meta_batch = num_train_tasks if config.meta_batch_size is None else config.meta_batch_size
+    if meta_batch > num_train_tasks:
+        raise ValueError(f"meta_batch_size={meta_batch} exceeds the {num_train_tasks} training tasks")
+    return meta_batch
 
 
 def make_adapt_eval(config: MAMLConfig, family: TaskFamily):
