@@ -79,23 +79,54 @@ class StageRunner:
 
 
 class UpdateBar:
-    """A tqdm bar for a jitted training loop, fed by `progress(update, mean_return)` callbacks."""
+    """A tqdm bar for a training loop, fed by `progress(update, mean_return[, success])` calls.
 
-    def __init__(self, total: int, description: str, steps_per_update: int):
+    `initial` updates were done before (a resumed run): the bar starts there and the env-steps/s
+    it shows count only this session's updates.
+    """
+
+    def __init__(self, total: int, description: str, steps_per_update: int, initial: int = 0):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=description, unit="upd", dynamic_ncols=True, mininterval=2.0)
+        self.bar = tqdm(total=total, initial=initial, desc=description, unit="upd",
+                        dynamic_ncols=True, mininterval=2.0)
         self.steps_per_update = steps_per_update
+        self.initial = initial
         self.start = time.perf_counter()
 
-    def __call__(self, update, mean_return) -> None:
+    def __call__(self, update, mean_return, success=None) -> None:
         self.bar.update(1)
-        if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
-            rate = self.bar.n * self.steps_per_update / (time.perf_counter() - self.start)
-            self.bar.set_postfix(mean_return=f"{float(mean_return):.1f}", steps_per_s=f"{rate:,.0f}")
+        if self.bar.n % 10 == 0 or self.bar.n == self.bar.total or success is not None:
+            rate = ((self.bar.n - self.initial) * self.steps_per_update
+                    / (time.perf_counter() - self.start))
+            postfix = {"mean_return": f"{float(mean_return):.1f}", "steps_per_s": f"{rate:,.0f}"}
+            if success is not None:
+                postfix["success"] = f"{float(success):.2f}"
+            self.bar.set_postfix(postfix)
 
     def close(self) -> None:
         self.bar.close()
+
+
+def tree_to_arrays(tree, prefix: str) -> dict:
+    """A pytree of dicts of arrays → {f"{prefix}.a.b": array}, for a stage's npz."""
+    from flax import serialization, traverse_util
+
+    flat = traverse_util.flatten_dict(serialization.to_state_dict(tree), sep=".")
+    return {f"{prefix}.{name}": np.asarray(value) for name, value in flat.items()}
+
+
+def tree_from_arrays(arrays: dict, prefix: str, template):
+    """Inverse of `tree_to_arrays`: the entries under `prefix`, in the structure and dtypes of
+    `template`."""
+    import jax
+    from flax import serialization, traverse_util
+
+    start = len(prefix) + 1
+    flat = {name[start:]: value for name, value in arrays.items() if name.startswith(prefix + ".")}
+    state = traverse_util.unflatten_dict(flat, sep=".")
+    restored = serialization.from_state_dict(template, state)
+    return jax.tree_util.tree_map(lambda t, v: np.asarray(v, np.asarray(t).dtype), template, restored)
 
 
 def run_cli(main: Callable[[], object]) -> None:

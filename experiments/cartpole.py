@@ -24,7 +24,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import serialization, traverse_util
+from flax import serialization
 
 import pgx_jax as pgx
 from experiments._pipeline import (
@@ -41,6 +41,8 @@ from experiments._runner import (
     atomic_write_bytes,
     atomic_write_json,
     run_cli,
+    tree_from_arrays,
+    tree_to_arrays,
 )
 from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, cartpole_family
 from pgx_jax.rl.ppo import PPOConfig, collect_transitions, evaluate, make_agent, make_train
@@ -91,14 +93,10 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
         bar.close()
         curve = np.asarray(result.metrics["episode_return"])
         atomic_write_bytes(run_dir / "theta_star.msgpack", serialization.to_bytes(result.params))
-        flat = traverse_util.flatten_dict(result.params, sep=".")
-        return {"curve": curve, **{f"param.{k}": v for k, v in flat.items()}}
+        return {"curve": curve, **tree_to_arrays(result.params, "param")}
 
     trained = stage("train", train_stage)
-    params = traverse_util.unflatten_dict(
-        {k[len("param."):]: v for k, v in trained.items() if k.startswith("param.")}, sep="."
-    )
-    params = jax.tree_util.tree_map(lambda t, v: np.asarray(v, t.dtype), template, params)
+    params = tree_from_arrays(trained, "param", template)
 
     returns = stage("evaluate", lambda: {"returns": evaluate(
         agent, params, family, keys[1], num_envs=config.eval_envs, max_steps=500)})["returns"]

@@ -222,13 +222,13 @@ def ppo_loss(agent: Agent, config: PPOConfig, params, batch: Trajectory, advanta
     return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
 
 
-def update_step(agent: Agent, config: PPOConfig, env, env_params, task_ids, tx,
-                state: TrainState, _update_index=None):
-    """One PPO update: a rollout, GAE, then epochs of minibatch gradient steps."""
-    key, key_rollout, key_epochs = jax.random.split(state.key, 3)
-    runner, trajectory, finished = rollout(
-        agent, env, env_params, task_ids, state.params, state.env, key_rollout, config.num_steps
-    )
+def learn(agent: Agent, config: PPOConfig, tx, params, opt_state, trajectory: Trajectory,
+          key: jax.Array):
+    """PPO's learning half: GAE on a rollout [T, n, E], then epochs of minibatch steps.
+
+    Returns (params, opt_state, mean losses {policy_loss, value_loss, entropy}). Shared by the
+    jitted `update_step` and the host-stepped trainer (`pgx_jax.rl.host`).
+    """
     advantage, target = gae(
         trajectory.reward, trajectory.value, trajectory.next_value, trajectory.terminated,
         trajectory.done, config.gamma, config.gae_lambda,
@@ -256,15 +256,39 @@ def update_step(agent: Agent, config: PPOConfig, env, env_params, task_ids, tx,
         return jax.lax.scan(minibatch_step, (params, opt_state), minibatches)
 
     (params, opt_state), losses = jax.lax.scan(
-        epoch, (state.params, state.opt_state), jax.random.split(key_epochs, config.update_epochs)
+        epoch, (params, opt_state), jax.random.split(key, config.update_epochs)
     )
+    return params, opt_state, jax.tree_util.tree_map(jnp.mean, losses)
+
+
+def episode_metrics(finished: jax.Array) -> dict:
+    """Per task from finished-episode returns f32[T, n, E] (NaN where none ended):
+    episode_return f32[n] (mean, 0 where none ended) and episodes int[n]."""
     completed = jnp.sum(~jnp.isnan(finished), axis=(0, 2))
-    metrics = {
-        "episode_return": jnp.nansum(finished, axis=(0, 2)) / jnp.maximum(completed, 1),
-        "episodes": completed,
-        **jax.tree_util.tree_map(jnp.mean, losses),
-    }
+    return {"episode_return": jnp.nansum(finished, axis=(0, 2)) / jnp.maximum(completed, 1),
+            "episodes": completed}
+
+
+def update_step(agent: Agent, config: PPOConfig, env, env_params, task_ids, tx,
+                state: TrainState, _update_index=None):
+    """One PPO update: a rollout, GAE, then epochs of minibatch gradient steps."""
+    key, key_rollout, key_epochs = jax.random.split(state.key, 3)
+    runner, trajectory, finished = rollout(
+        agent, env, env_params, task_ids, state.params, state.env, key_rollout, config.num_steps
+    )
+    params, opt_state, losses = learn(agent, config, tx, state.params, state.opt_state,
+                                      trajectory, key_epochs)
+    metrics = {**episode_metrics(finished), **losses}
     return TrainState(params=params, opt_state=opt_state, env=runner, key=key), metrics
+
+
+def make_optimizer(config: PPOConfig):
+    """Adam with global-norm clipping; the step size decays linearly to 0 over the run."""
+    updates_per_run = config.num_updates * config.update_epochs * config.num_minibatches
+    lr = (
+        optax.linear_schedule(config.lr, 0.0, updates_per_run) if config.anneal_lr else config.lr
+    )
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
 
 
 @struct.dataclass
@@ -296,11 +320,7 @@ def make_finetune(config: PPOConfig, family: TaskFamily, progress=None):
         jitted loop after every update (through `jax.debug.callback`), e.g. to drive a bar.
     """
     agent = make_agent(family, config)
-    updates_per_run = config.num_updates * config.update_epochs * config.num_minibatches
-    lr = (
-        optax.linear_schedule(config.lr, 0.0, updates_per_run) if config.anneal_lr else config.lr
-    )
-    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+    tx = make_optimizer(config)
 
     def run(key: jax.Array, task_ids: jax.Array, init_params) -> TrainResult:
         env_params = jax.tree_util.tree_map(lambda leaf: leaf[task_ids], family.params)
@@ -406,6 +426,15 @@ def _collect(agent, params, env, env_params, ids, key, num_envs, num_steps, gamm
     key_reset, key_run = jax.random.split(key)
     runner = reset_envs(env, env_params, key_reset, num_envs)
     _, trajectory, _ = rollout(agent, env, env_params, ids, params, runner, key_run, num_steps)
+    return transitions_from_rollout(trajectory, ids, gamma, lam)
+
+
+def transitions_from_rollout(trajectory: Trajectory, ids: jax.Array, gamma: float,
+                             lam: float) -> Transitions:
+    """A rollout [T, n, E] of tasks `ids` (int[n]) → Transitions with per-task standardized GAE.
+
+    Samples are task-major, then env, then time ([n, E, T] flattened).
+    """
     advantage, _ = gae(trajectory.reward, trajectory.value, trajectory.next_value,
                        trajectory.terminated, trajectory.done, gamma, lam)
     mean = advantage.mean(axis=(0, 2), keepdims=True)
@@ -416,5 +445,6 @@ def _collect(agent, params, env, env_params, ids, key, num_envs, num_steps, gamm
         lambda x: jnp.moveaxis(x, 0, 2).reshape((-1,) + x.shape[3:]),
         (trajectory.obs, trajectory.action, advantage),
     )
-    task = jnp.repeat(ids, num_steps * num_envs)
+    num_steps, _, num_envs = trajectory.reward.shape
+    task = jnp.repeat(jnp.asarray(ids, jnp.int32), num_steps * num_envs)
     return Transitions(obs=task_major[0], action=task_major[1], advantage=task_major[2], task=task)

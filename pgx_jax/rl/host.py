@@ -1,0 +1,353 @@
+"""PPO, evaluation and transition collection on host-stepped envs (Meta-World).
+
+The envs step on the host (`pgx_jax.envs.metaworld.HostEnvs`); the policy's forward pass, the
+normalizers and the PPO update (`pgx_jax.rl.ppo.learn`) are jitted. Rollouts come back as the
+JAX families' `Trajectory` [T, n, E] and the estimator's `Transitions`, so everything downstream
+is shared with the JAX families.
+
+Normalization, as Meta-World PPO baselines do it (Gymnasium's NormalizeObservation /
+NormalizeReward semantics):
+  * observations: running mean and variance over every observation seen in training;
+    the policy input is clip((s − μ) / √(σ² + 1e-8), ±10), then the task one-hot. The statistics
+    are frozen at evaluation and collection, and belong to θ* (saved with it).
+  * rewards: divided by the running standard deviation of each env's discounted return (γ), for
+    the critic's sake; reported returns and success are always the raw ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from pgx_jax.rl.ppo import (
+    Agent,
+    PPOConfig,
+    Trajectory,
+    episode_metrics,
+    learn,
+    make_optimizer,
+    transitions_from_rollout,
+)
+from pgx_jax.types import Transitions
+
+OBS_CLIP = 10.0
+
+
+@struct.dataclass
+class RunningMoments:
+    """Running mean and variance of a stream of vectors (Chan et al.'s parallel update).
+
+    Attributes: mean f32[...], var f32[...], count f32[] (a tiny prior count avoids 0/0).
+    """
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def create(cls, shape=()) -> "RunningMoments":
+        return cls(mean=jnp.zeros(shape), var=jnp.ones(shape), count=jnp.float32(1e-4))
+
+    def update(self, batch: jax.Array) -> "RunningMoments":
+        """Adds the rows of `batch` f32[..., *shape] (all leading axes are samples)."""
+        rows = batch.reshape((-1,) + self.mean.shape)
+        count = rows.shape[0]
+        mean, var = rows.mean(0), rows.var(0)
+        total = self.count + count
+        delta = mean - self.mean
+        new_mean = self.mean + delta * count / total
+        m2 = self.var * self.count + var * count + delta**2 * self.count * count / total
+        return RunningMoments(mean=new_mean, var=m2 / total, count=total)
+
+    def normalize(self, x: jax.Array) -> jax.Array:
+        return jnp.clip((x - self.mean) / jnp.sqrt(self.var + 1e-8), -OBS_CLIP, OBS_CLIP)
+
+
+@struct.dataclass
+class RewardScaler:
+    """Divides rewards by the running std of each env's discounted return (Gymnasium semantics).
+
+    Attributes: discounted f32[n, E] running discounted return per env; moments of its values.
+    """
+
+    discounted: jax.Array
+    moments: RunningMoments
+
+    @classmethod
+    def create(cls, shape) -> "RewardScaler":
+        return cls(discounted=jnp.zeros(shape), moments=RunningMoments.create())
+
+    def scale(self, reward: jax.Array) -> jax.Array:
+        return reward / jnp.sqrt(self.moments.var + 1e-8)
+
+
+@partial(jax.jit, static_argnames="gamma")
+def scale_rewards(scaler: RewardScaler, reward: jax.Array, done: jax.Array, gamma: float):
+    """Updates the scaler step by step over a rollout and scales it.
+
+    reward, done: f32[T, n, E]. Returns (scaled rewards f32[T, n, E], updated scaler).
+    """
+
+    def step(scaler, inputs):
+        reward_t, done_t = inputs
+        discounted = scaler.discounted * gamma + reward_t
+        scaler = RewardScaler(discounted=discounted * (1.0 - done_t),
+                              moments=scaler.moments.update(discounted))
+        return scaler, scaler.scale(reward_t)
+
+    scaler, scaled = jax.lax.scan(step, scaler, (reward, done))
+    return scaled, scaler
+
+
+def track_episodes(running_return, running_success, reward, success, done):
+    """Bookkeeping of one step: (running return, running success) → finished episodes' values.
+
+    Args:
+      running_return f32[...], running_success bool[...]: of the episodes in progress.
+      reward f32[...], success bool[...], done bool[...]: this step's.
+    Returns:
+      (running_return', running_success', finished_return f32[...] (NaN where no episode ended),
+      finished_success f32[...] (1 if `success` held at any step of the ended episode, else 0;
+      NaN where none ended)).
+    """
+    episode_return = running_return + reward
+    episode_success = np.logical_or(running_success, success)
+    finished_return = np.where(done, episode_return, np.nan)
+    finished_success = np.where(done, episode_success.astype(np.float32), np.nan)
+    return (np.where(done, 0.0, episode_return), np.where(done, False, episode_success),
+            finished_return, finished_success)
+
+
+@dataclasses.dataclass
+class HostRunner:
+    """The host side of a rollout in progress: raw obs f32[n, E, d] and running episode stats."""
+
+    obs: np.ndarray
+    episode_return: np.ndarray
+    episode_success: np.ndarray
+
+    @classmethod
+    def start(cls, envs) -> "HostRunner":
+        obs = envs.reset()
+        return cls(obs=obs, episode_return=np.zeros(obs.shape[:2], np.float32),
+                   episode_success=np.zeros(obs.shape[:2], bool))
+
+
+@partial(jax.jit, static_argnames=("agent", "greedy"))
+def _act(agent: Agent, params, obs_moments: RunningMoments, obs, task_grid, key, greedy=False):
+    policy_obs = agent.observe(obs_moments.normalize(obs), task_grid)
+    if greedy:
+        action = agent.actor.mode(params["actor"], policy_obs)
+    else:
+        action = agent.actor.sample(params["actor"], policy_obs, key)
+    log_prob = agent.actor.log_prob(params["actor"], policy_obs, action)
+    value = agent.critic.apply(params["critic"], policy_obs)
+    return policy_obs, action, log_prob, value
+
+
+@partial(jax.jit, static_argnames="agent")
+def _value(agent: Agent, params, obs_moments: RunningMoments, obs, task_grid):
+    return agent.critic.apply(params["critic"],
+                              agent.observe(obs_moments.normalize(obs), task_grid))
+
+
+@dataclasses.dataclass
+class HostRollout:
+    """A host rollout: `trajectory` [T, n, E] with raw rewards and policy-input obs; `raw_obs`
+    f32[T, n, E, d]; finished-episode `returns` and `success` f32[T, n, E] (NaN elsewhere);
+    `env_seconds` and `policy_seconds` spent stepping the envs and in the policy."""
+
+    trajectory: Trajectory
+    raw_obs: np.ndarray
+    returns: np.ndarray
+    success: np.ndarray
+    env_seconds: float
+    policy_seconds: float
+
+
+def host_rollout(agent: Agent, params, obs_moments: RunningMoments, envs, runner: HostRunner,
+                 task_ids, key: jax.Array, num_steps: int, greedy: bool = False) -> HostRollout:
+    """Steps the host envs `num_steps` times with the policy; updates `runner` in place.
+
+    Args:
+      task_ids: int[n] the family ids of the envs' tasks (for the one-hot input).
+    """
+    task_grid = jnp.broadcast_to(jnp.asarray(task_ids, jnp.int32)[:, None], runner.obs.shape[:2])
+    columns = {name: [] for name in ("obs", "raw_obs", "action", "log_prob", "value", "reward",
+                                     "terminated", "done", "next_value", "returns", "success")}
+    env_seconds = policy_seconds = 0.0
+    for step_key in jax.random.split(key, num_steps):
+        start = time.perf_counter()
+        policy_obs, action, log_prob, value = _act(agent, params, obs_moments, runner.obs,
+                                                   task_grid, step_key, greedy)
+        action = np.asarray(action)
+        stepped = time.perf_counter()
+        obs, reward, terminated, truncated, final_obs, success = envs.step(action)
+        done = np.logical_or(terminated, truncated)
+        env_done = time.perf_counter()
+        next_value = _value(agent, params, obs_moments, final_obs, task_grid)
+        (runner.episode_return, runner.episode_success, finished_return,
+         finished_success) = track_episodes(runner.episode_return, runner.episode_success,
+                                            reward, success, done)
+        for name, value_t in (("obs", policy_obs), ("raw_obs", runner.obs), ("action", action),
+                              ("log_prob", log_prob), ("value", value), ("reward", reward),
+                              ("terminated", terminated.astype(np.float32)),
+                              ("done", done.astype(np.float32)), ("next_value", next_value),
+                              ("returns", finished_return), ("success", finished_success)):
+            columns[name].append(value_t)
+        runner.obs = obs
+        env_seconds += env_done - stepped
+        policy_seconds += (stepped - start) + (time.perf_counter() - env_done)
+    stacked = {name: np.stack([np.asarray(v) for v in values]) for name, values in columns.items()}
+    trajectory = Trajectory(**{name: jnp.asarray(stacked[name]) for name in (
+        "obs", "action", "log_prob", "value", "reward", "terminated", "done", "next_value")})
+    return HostRollout(trajectory=trajectory, raw_obs=stacked["raw_obs"],
+                       returns=stacked["returns"], success=stacked["success"],
+                       env_seconds=env_seconds, policy_seconds=policy_seconds)
+
+
+@struct.dataclass
+class HostTrainState:
+    """Everything a host PPO run carries between updates (a checkpoint, envs aside)."""
+
+    params: Any
+    opt_state: Any
+    obs_moments: RunningMoments
+    reward_scaler: RewardScaler
+    key: jax.Array
+    update: jax.Array  # int32[] updates done
+
+
+@struct.dataclass
+class HostTrainResult:
+    """The trained agent params, the normalizer statistics that belong with them, and metrics
+    per update: episode_return, success, episodes f32[U, n]; policy_loss, value_loss, entropy,
+    env_seconds, policy_seconds, learn_seconds f32[U]."""
+
+    params: Any
+    obs_moments: RunningMoments
+    reward_scaler: RewardScaler
+    metrics: dict
+
+
+def init_host_train(agent: Agent, config: PPOConfig, num_tasks: int, obs_dim: int,
+                    key: jax.Array, init_params=None) -> HostTrainState:
+    """The state before the first update: fresh (or given) params and empty normalizers."""
+    key_init, key_run = jax.random.split(key)
+    params = agent.init(key_init, obs_dim) if init_params is None else init_params
+    return HostTrainState(
+        params=params, opt_state=make_optimizer(config).init(params),
+        obs_moments=RunningMoments.create((obs_dim,)),
+        reward_scaler=RewardScaler.create((num_tasks, config.num_envs)),
+        key=key_run, update=jnp.int32(0),
+    )
+
+
+@partial(jax.jit, static_argnames=("agent", "config"))
+def _learn_step(agent: Agent, config: PPOConfig, state: HostTrainState, trajectory: Trajectory,
+                raw_obs: jax.Array, key: jax.Array):
+    reward, reward_scaler = scale_rewards(state.reward_scaler, trajectory.reward,
+                                          trajectory.done, config.gamma)
+    params, opt_state, losses = learn(agent, config, make_optimizer(config), state.params,
+                                      state.opt_state, trajectory.replace(reward=reward), key)
+    state = state.replace(params=params, opt_state=opt_state, reward_scaler=reward_scaler,
+                          obs_moments=state.obs_moments.update(raw_obs),
+                          update=state.update + 1)
+    return state, losses
+
+
+def train_on_host(agent: Agent, config: PPOConfig, envs, state: HostTrainState, *,
+                  task_ids=None, metrics: dict | None = None,
+                  progress: Callable | None = None,
+                  checkpoint: Callable | None = None, checkpoint_every: int = 10) -> HostTrainResult:
+    """Multitask PPO on host envs from `state` until `config.num_updates` updates are done.
+
+    Every update is a rollout of `config.num_steps` steps in all [n, E] envs (E =
+    `config.num_envs` must equal the envs' E), then `ppo.learn` on the scaled rewards; the
+    observation statistics are updated after each update's rollout.
+
+    Args:
+      agent: its `num_tasks` is the family's; `task_ids` (default 0..n−1) are the envs' tasks.
+      envs: fresh episodes start from their next reset (on resume, give them a new stream).
+      state: from `init_host_train`, or a checkpoint to resume from.
+      metrics: the metrics of the updates before `state` (when resuming), lists per name.
+      progress: `progress(update_index, mean_episode_return, mean_success)` after each update.
+      checkpoint: `checkpoint(state, metrics)` every `checkpoint_every` updates and at the end.
+    """
+    num_tasks, num_envs = envs.shape
+    if num_envs != config.num_envs:
+        raise ValueError(f"the envs have {num_envs} per task, config.num_envs is {config.num_envs}")
+    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
+    metrics = {name: list(values) for name, values in (metrics or {}).items()}
+    runner = HostRunner.start(envs)
+    done_updates = int(state.update)
+    for update in range(done_updates, config.num_updates):
+        key, key_rollout, key_learn = jax.random.split(state.key, 3)
+        state = state.replace(key=key)
+        out = host_rollout(agent, state.params, state.obs_moments, envs, runner, task_ids,
+                           key_rollout, config.num_steps)
+        start = time.perf_counter()
+        state, losses = _learn_step(agent, config, state, out.trajectory, out.raw_obs, key_learn)
+        jax.block_until_ready(state.params)
+        learn_seconds = time.perf_counter() - start
+        episodes = {name: np.asarray(v) for name, v in episode_metrics(out.returns).items()}
+        ended = np.maximum(episodes["episodes"], 1)
+        row = {**episodes,
+               "success": np.where(episodes["episodes"] > 0,
+                                   np.nansum(out.success, axis=(0, 2)) / ended, np.nan),
+               **{name: float(value) for name, value in losses.items()},
+               "env_seconds": out.env_seconds, "policy_seconds": out.policy_seconds,
+               "learn_seconds": learn_seconds}
+        for name, value in row.items():
+            metrics.setdefault(name, []).append(value)
+        if progress is not None:
+            progress(update, float(np.mean(row["episode_return"])),
+                     float(np.nanmean(row["success"])) if np.any(row["episodes"]) else np.nan)
+        if checkpoint is not None and ((update + 1) % checkpoint_every == 0
+                                       or update + 1 == config.num_updates):
+            checkpoint(state, metrics)
+    return HostTrainResult(params=state.params, obs_moments=state.obs_moments,
+                           reward_scaler=state.reward_scaler,
+                           metrics={name: np.asarray(values) for name, values in metrics.items()})
+
+
+def evaluate_on_host(agent: Agent, params, obs_moments: RunningMoments, envs, key: jax.Array, *,
+                     episodes: int = 1, max_episode_steps: int = 500, task_ids=None,
+                     greedy: bool = True):
+    """Success rate and return per task over `episodes` whole episodes in each of the E envs.
+
+    Returns (success f32[n], return f32[n]): means over the n·E·episodes finished episodes.
+    Meta-World episodes never end early, so every env finishes exactly `episodes` episodes.
+    """
+    num_tasks = envs.shape[0]
+    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
+    out = host_rollout(agent, params, obs_moments, envs, HostRunner.start(envs), task_ids, key,
+                       episodes * max_episode_steps, greedy=greedy)
+    return np.nanmean(out.success, axis=(0, 2)), np.nanmean(out.returns, axis=(0, 2))
+
+
+def collect_transitions_on_host(agent: Agent, params, obs_moments: RunningMoments,
+                                reward_scaler: RewardScaler, envs, key: jax.Array, *,
+                                steps_per_task: int, gamma: float, gae_lambda: float,
+                                task_ids=None) -> Transitions:
+    """Transitions at θ for the estimator: `steps_per_task` per task from fresh episodes.
+
+    Like `ppo.collect_transitions`: GAE advantages (on rewards scaled by the frozen training
+    scaler, the critic's units), standardized per task; obs are the policy inputs.
+    """
+    num_tasks, num_envs = envs.shape
+    if steps_per_task % num_envs:
+        raise ValueError(f"steps_per_task={steps_per_task} must be a multiple of the "
+                         f"{num_envs} envs per task")
+    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
+    out = host_rollout(agent, params, obs_moments, envs, HostRunner.start(envs), task_ids, key,
+                       steps_per_task // num_envs)
+    trajectory = out.trajectory.replace(reward=reward_scaler.scale(out.trajectory.reward))
+    return transitions_from_rollout(trajectory, jnp.asarray(task_ids), gamma, gae_lambda)

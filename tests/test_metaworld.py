@@ -1,0 +1,201 @@
+"""The host-stepped Meta-World adapter, host PPO's normalizers and bookkeeping, and a tiny MT10 run."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from pgx_jax.envs.metaworld import MetaWorldFamily
+from pgx_jax.rl.host import (
+    RewardScaler,
+    RunningMoments,
+    collect_transitions_on_host,
+    evaluate_on_host,
+    init_host_train,
+    scale_rewards,
+    track_episodes,
+    train_on_host,
+)
+from pgx_jax.rl.ppo import PPOConfig, make_agent
+
+pytest.importorskip("metaworld")
+
+TASKS = ("reach-v3", "push-v3")
+
+
+@pytest.fixture(scope="module")
+def envs():
+    with MetaWorldFamily(names=TASKS, envs_per_task=2, seed=3).make_envs() as live:
+        yield live
+
+
+def test_steps_have_the_task_grid_layout_and_meta_world_semantics(envs):
+    obs = envs.reset()
+    assert obs.shape == (2, 2, 39) and obs.dtype == np.float32
+    rng = np.random.default_rng(0)
+    ended = None
+    for t in range(500):
+        obs, reward, terminated, truncated, final_obs, success = envs.step(
+            rng.uniform(-1.5, 1.5, (2, 2, 4)))  # out of range on purpose: the adapter clips
+        assert obs.shape == final_obs.shape == (2, 2, 39)
+        assert reward.shape == terminated.shape == truncated.shape == success.shape == (2, 2)
+        assert np.all(np.isfinite(reward)) and np.all(reward >= 0)
+        assert not terminated.any()  # Meta-World's training setting: no termination on success
+        if truncated.any():
+            ended = t
+            break
+        np.testing.assert_array_equal(final_obs, obs)
+    assert ended == 499 and truncated.all()  # every episode is 500 steps
+    assert not np.allclose(final_obs, obs)  # obs is the next episode's first observation
+
+
+def test_envs_of_one_seed_and_stream_replay_the_same_episodes():
+    family = MetaWorldFamily(names=TASKS, envs_per_task=2, seed=3)
+    actions = np.random.default_rng(4).uniform(-1, 1, (30, 2, 2, 4))
+
+    def play(stream):
+        with family.make_envs(stream) as live:
+            first = live.reset()
+            return first, np.stack([live.step(a)[1] for a in actions])
+
+    first, rewards = play(0)
+    again, rewards_again = play(0)
+    other, _ = play(1)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(rewards, rewards_again)
+    assert not np.allclose(first[1], other[1])  # push-v3: another object position and goal
+    assert not np.allclose(first[1, 0], first[1, 1])  # the two envs of a task differ too
+
+
+def test_success_bookkeeping_matches_a_per_episode_loop():
+    rng = np.random.default_rng(1)
+    steps, shape = 40, (3, 2)
+    reward = rng.uniform(0, 1, (steps,) + shape).astype(np.float32)
+    success = rng.uniform(size=(steps,) + shape) < 0.05
+    done = rng.uniform(size=(steps,) + shape) < 0.15
+    running_return, running_success = np.zeros(shape), np.zeros(shape, bool)
+    returns, successes = [], []
+    for t in range(steps):
+        running_return, running_success, finished_return, finished_success = track_episodes(
+            running_return, running_success, reward[t], success[t], done[t])
+        returns.append(finished_return)
+        successes.append(finished_success)
+    returns, successes = np.stack(returns), np.stack(successes)
+    for index in np.ndindex(shape):  # brute force: split each env's stream at its dones
+        start = 0
+        for t in range(steps):
+            cell = (t,) + index
+            if done[cell]:
+                episode = (slice(start, t + 1),) + index
+                assert returns[cell] == pytest.approx(reward[episode].sum(), rel=1e-5)
+                assert successes[cell] == float(success[episode].any())
+                start = t + 1
+            else:
+                assert np.isnan(returns[cell]) and np.isnan(successes[cell])
+
+
+def test_running_moments_equal_numpy_over_all_batches():
+    rng = np.random.default_rng(2)
+    batches = [rng.normal(3.0, 2.0, (n, 5)).astype(np.float32) for n in (7, 1, 30)]
+    moments = RunningMoments.create((5,))
+    for batch in batches:
+        moments = moments.update(batch)
+    data = np.concatenate(batches)
+    np.testing.assert_allclose(moments.mean, data.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(moments.var, data.var(0), rtol=1e-3)
+    normalized = np.asarray(moments.normalize(data))
+    np.testing.assert_allclose(normalized.mean(0), 0, atol=1e-3)
+
+
+def test_reward_scaling_follows_gymnasium_normalize_reward():
+    rng = np.random.default_rng(3)
+    reward = rng.uniform(0, 10, (30, 2, 2)).astype(np.float32)
+    done = (rng.uniform(size=(30, 2, 2)) < 0.1).astype(np.float32)
+    scaled, scaler = scale_rewards(RewardScaler.create((2, 2)), reward, done, 0.99)
+    discounted, seen, expected = np.zeros((2, 2)), [], []
+    for t in range(30):  # Gymnasium: return ← γ·return·(1 − done) + r, per step, then r / std
+        discounted = discounted * 0.99 + reward[t]
+        seen.append(discounted.copy())
+        expected.append(reward[t] / np.sqrt(np.concatenate(seen).var() + 1e-8))
+        discounted = discounted * (1 - done[t])
+    np.testing.assert_allclose(scaled, np.stack(expected), rtol=2e-3)
+    np.testing.assert_allclose(scaler.discounted, discounted, rtol=1e-5)
+
+
+def test_host_ppo_collection_and_evaluation(envs):
+    family = MetaWorldFamily(names=TASKS, envs_per_task=2)
+    config = PPOConfig(steps_per_task=400, num_envs=2, num_steps=50, update_epochs=1,
+                       num_minibatches=2, hidden=(16,), task_onehot=True)
+    agent = make_agent(family, config)
+    state = init_host_train(agent, config, 2, 39, jax.random.key(0))
+    saved = []
+    result = train_on_host(agent, config, envs, state, checkpoint=lambda s, m: saved.append(
+        (int(s.update), len(m["learn_seconds"]))), checkpoint_every=3)
+    assert saved == [(3, 3), (4, 4)]  # every 3 updates and at the end
+    assert result.metrics["episode_return"].shape == (4, 2)
+    assert result.metrics["env_seconds"].shape == (4,) and np.all(result.metrics["env_seconds"] > 0)
+    assert float(result.obs_moments.count) == pytest.approx(4 * 50 * 4, rel=1e-3)
+    batch = collect_transitions_on_host(agent, result.params, result.obs_moments,
+                                        result.reward_scaler, envs, jax.random.key(1),
+                                        steps_per_task=40, gamma=0.99, gae_lambda=0.97)
+    assert batch.obs.shape == (80, 41) and batch.action.shape == (80, 4)
+    np.testing.assert_array_equal(batch.task, np.repeat([0, 1], 40))
+    np.testing.assert_array_equal(batch.obs[:, 39:], np.repeat(np.eye(2), 40, axis=0))
+    for task in range(2):  # standardized per task
+        advantage = np.asarray(batch.advantage)[np.asarray(batch.task) == task]
+        assert abs(advantage.mean()) < 1e-4 and abs(advantage.std() - 1) < 1e-3
+    success, returns = evaluate_on_host(agent, result.params, result.obs_moments, envs,
+                                        jax.random.key(2), max_episode_steps=500)
+    assert success.shape == returns.shape == (2,)
+    assert np.all((success >= 0) & (success <= 1)) and np.all(returns > 0)
+
+
+def test_family_validation():
+    for bad in ({"names": ()}, {"names": ["reach-v3"]}, {"names": ("reach-v3", "reach-v3")},
+                {"envs_per_task": 0}, {"seed": -1}, {"vector_strategy": "threads"}):
+        with pytest.raises(ValueError):
+            MetaWorldFamily(**bad)
+    with pytest.raises(ValueError, match="unknown Meta-World tasks"):
+        MetaWorldFamily(names=("reach-v3", "fly-v3")).make_envs()
+    assert MetaWorldFamily().subset([9, 0]).names == ("window-close-v3", "reach-v3")
+
+
+def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
+        tmp_path, capsys, monkeypatch):
+    from experiments import mt10
+
+    argv = ["--run", "tiny", "--out", str(tmp_path), "--tasks", "reach-v3", "drawer-close-v3",
+            "button-press-topdown-v3", "--steps-per-task", "300", "--envs-per-task", "1",
+            "--num-steps", "100", "--num-minibatches", "2", "--hidden", "16", "16",
+            "--collect-steps", "60", "--dim", "8", "--subsets", "6", "--subset-size", "2",
+            "--k", "2", "--checkpoint-every", "2"]
+    run_dir = tmp_path / "tiny"
+    report_progress = mt10.UpdateBar.__call__
+
+    def interrupted(bar, update, *args):
+        if update == 2:  # the third update: the checkpoint of update 2 is on disk
+            raise KeyboardInterrupt
+        report_progress(bar, update, *args)
+
+    monkeypatch.setattr(mt10.UpdateBar, "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mt10.main(argv)
+    assert not (run_dir / "stages" / "train.npz").exists()
+    monkeypatch.setattr(mt10.UpdateBar, "__call__", report_progress)
+    capsys.readouterr()
+    metrics = mt10.main(argv)
+    assert "resuming meta-training" in capsys.readouterr().out
+    for name in ("report.md", "metrics.json", "affinity.png", "learning.png", "theta_star.msgpack"):
+        assert (run_dir / name).stat().st_size > 0
+    report = (run_dir / "report.md").read_text()
+    assert "Smoke run" in report and "drawer-close-v3" in report
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert len(saved["theta_star_success"]) == 3
+    assert np.asarray(saved["training_curves"]["episode_return"]).shape == (3, 3)
+    for method in ("ours", "gradient_similarity", "random"):
+        assert sorted(set(saved["groups"][method])) == [0, 1]
+        assert sum(len(g) for g in saved["groups_named"][method]) == 3
+    again = mt10.main(argv)
+    assert capsys.readouterr().out.count("finished earlier") == 6
+    np.testing.assert_array_equal(again["theta_star_returns"], metrics["theta_star_returns"])
