@@ -13,7 +13,7 @@ decay), clip 0.2, 4 epochs of 10 minibatches, entropy 0, gradient-norm clip 0.5;
 250 steps in 2 envs per task (5000 steps per update).
 
 Presets:
-  quick (default): 50k PPO steps per task (500k in all). A smoke run of the pipeline that
+  quick (default): 100k PPO steps per task (1M in all). A smoke run of the pipeline that
     fits in ~20 minutes on a 2-core CPU; θ* is far from trained, and the report says so.
   paper: 2M PPO steps per task; prints the expected time (measured env speed) before it starts.
 Any flag overrides its preset value.
@@ -38,6 +38,7 @@ import numpy as np
 from flax import serialization
 
 import pgx_jax as pgx
+from experiments import _mt10_downstream
 from experiments._pipeline import (
     METHODS,
     EstimationConfig,
@@ -65,9 +66,13 @@ from pgx_jax.rl.host import (
 )
 from pgx_jax.rl.ppo import PPOConfig, make_agent
 
+# A preset fills the flags left at 0. Downstream (`--downstream`): SAC env steps per task, random
+# steps before updates start (per task), seeds.
 PRESETS = {
-    "quick": {"steps_per_task": 50_000},
-    "paper": {"steps_per_task": 2_000_000},
+    "quick": {"steps_per_task": 100_000, "sac_steps_per_task": 3_000,
+              "sac_learning_starts": 1_000, "sac_seeds": 1},
+    "paper": {"steps_per_task": 2_000_000, "sac_steps_per_task": 2_000_000,
+              "sac_learning_starts": 10_000, "sac_seeds": 5},
 }
 
 
@@ -91,6 +96,19 @@ class Config(EstimationConfig):
     # evaluation and estimation
     eval_episodes: int = 1  # greedy episodes per env (E per task) for θ*'s success
     collect_steps: int = 2048  # per task, the paper's
+    # downstream (issue 7): train the groups with multitask SAC; 0 = the preset's value
+    downstream: bool = False
+    sac_steps_per_task: int = 0
+    sac_learning_starts: int = 0
+    sac_seeds: int = 0
+    sac_network: str = "softmod"  # per group: "softmod", "mlp" or "multihead"
+    sac_hidden: tuple = (256, 256)
+    softmod_layers: int = 2
+    softmod_modules: int = 2
+    softmod_width: int = 128
+    sac_batch_size: int = 256
+    sac_buffer_size: int = 1_000_000
+    sweep_k: tuple = (0,)  # e.g. --sweep-k 1 2 3 4 (the paper's k ablation); 0 = none
     out: str = "results/mt10"
 
     def ppo(self) -> PPOConfig:
@@ -108,8 +126,9 @@ class Config(EstimationConfig):
 def resolve_preset(config: Config) -> Config:
     if config.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {config.preset!r}")
-    if config.steps_per_task == 0:
-        config = dataclasses.replace(config, **PRESETS[config.preset])
+    config = dataclasses.replace(config, **{
+        name: value for name, value in PRESETS[config.preset].items()
+        if getattr(config, name) == 0})
     if config.collect_steps % config.envs_per_task:
         raise ValueError("--collect-steps must be a multiple of --envs-per-task")
     if config.eval_episodes < 1 or config.checkpoint_every < 1:
@@ -299,6 +318,10 @@ def main(argv=None) -> dict:
         "affinity_gradient_similarity": clusters["U_gradient"],
         "stage_seconds": stage.timings,
     }
+    if config.downstream:
+        downstream_lines, metrics["downstream"] = _mt10_downstream.run(config, stage, clusters,
+                                                                       family)
+        lines += downstream_lines + ["", "## Stage timings, all", "", stage.timing_table(), ""]
     atomic_write_json(run_dir / "metrics.json", metrics)
     atomic_write_bytes(run_dir / "affinity.png", plot_affinity(
         clusters["U"], clusters["ours"], names, f"MT10: estimated task affinity, k={config.k}"))

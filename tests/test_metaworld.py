@@ -199,3 +199,19 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
     again = mt10.main(argv)
     assert capsys.readouterr().out.count("finished earlier") == 6
     np.testing.assert_array_equal(again["theta_star_returns"], metrics["theta_star_returns"])
+
+    # Downstream (Table 2's MT10 column) on the same run: SAC per group, baselines, a k sweep.
+    downstream = mt10.main(argv + [
+        "--downstream", "--sac-steps-per-task", "200", "--sac-learning-starts", "100",
+        "--sac-hidden", "8", "--softmod-width", "8", "--sac-batch-size", "16", "--sweep-k", "1"])
+    report = (run_dir / "report.md").read_text()
+    assert "Table 2, MT10 column" in report and "paper, ours" in report
+    success = downstream["downstream"]["success"]
+    assert set(success) == {f"{m}.k{k}" for m in ("ours", "gradient_similarity", "random")
+                            for k in (1, 2)} | {"multitask", "softmod_all"}
+    assert all(np.asarray(v).shape == (1, 3) for v in success.values())
+    # At k = 1 every grouping is the one group of all tasks: trained once, shared.
+    trained_groups = sorted(p.name for p in (run_dir / "stages").glob("sac.tasks_*"))
+    assert "sac.tasks_0_1_2.seed0.npz" in trained_groups
+    for method in ("gradient_similarity", "random"):
+        np.testing.assert_array_equal(success[f"{method}.k1"], success["ours.k1"])

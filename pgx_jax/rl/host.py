@@ -16,6 +16,7 @@ NormalizeReward semantics):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from functools import partial
@@ -351,3 +352,137 @@ def collect_transitions_on_host(agent: Agent, params, obs_moments: RunningMoment
                        steps_per_task // num_envs)
     trajectory = out.trajectory.replace(reward=reward_scaler.scale(out.trajectory.reward))
     return transitions_from_rollout(trajectory, jnp.asarray(task_ids), gamma, gae_lambda)
+
+
+@struct.dataclass
+class HostSACResult:
+    """The final SAC state; metrics per log interval: episode_return, success f32[I, n] (NaN
+    where no episode ended), the mean update metrics f32[I], env_seconds and compute_seconds."""
+
+    state: Any
+    metrics: dict
+
+
+def _sac_step(agent, config, warmup: bool, sac, buffer, rows, obs_inputs, key):
+    """Adds the last step's rows, updates (unless warming up), picks the next actions."""
+    from pgx_jax.rl.sac import update
+
+    key_action, key_update = jax.random.split(key)
+    buffer = buffer.add(rows)
+    if warmup:
+        action = jax.random.uniform(key_action, obs_inputs.shape[:-1] + (agent.action_dim,),
+                                    minval=-1.0, maxval=1.0)
+        return sac, buffer, action, {}
+
+    def one(sac, update_key):
+        key_batch, key_sac = jax.random.split(update_key)
+        return update(agent, config, sac, buffer.sample(key_batch, config.batch_size), key_sac)
+
+    sac, metrics = jax.lax.scan(one, sac, jax.random.split(key_update, config.updates_per_step))
+    action, _ = agent.actor.sample(sac.actor, obs_inputs, key_action)
+    return sac, buffer, action, jax.tree_util.tree_map(jnp.mean, metrics)
+
+
+# The buffer and the SAC state are donated: every step rewrites them in place, not by copy.
+_sac_step_jit = jax.jit(_sac_step, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
+
+
+def train_sac_on_host(agent, config, envs, key: jax.Array, *, task_ids=None,
+                      log_every: int = 500, progress: Callable | None = None) -> HostSACResult:
+    """Multitask SAC (`pgx_jax.rl.sac`) on host envs [n, E] (E = `config.num_envs`).
+
+    `config.total_steps` env steps per task: every vector step adds its n·E transitions to the
+    replay buffer and then (after `config.learning_starts` steps per task of uniform random
+    actions) runs `updates_per_step` updates on batches drawn from all tasks. Metrics are
+    aggregated every `log_every` vector steps; `progress(step, mean_return, mean_success)` is
+    called then.
+    """
+    from pgx_jax.rl.sac import Batch, ReplayBuffer, init_sac
+
+    num_tasks, num_envs = envs.shape
+    if num_envs != config.num_envs:
+        raise ValueError(f"the envs have {num_envs} per task, config.num_envs is {config.num_envs}")
+    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
+    task_grid = jnp.broadcast_to(jnp.asarray(task_ids, jnp.int32)[:, None], envs.shape)
+    flat_tasks = task_grid.reshape(-1)
+    steps, warmup_steps = config.total_steps // num_envs, config.learning_starts // num_envs
+    key_init, key = jax.random.split(key)
+    sac = init_sac(agent, config, envs.family.obs_dim, key_init)
+    obs_dim = envs.family.obs_dim + agent.num_tasks
+    example = Batch(obs=jnp.zeros((1, obs_dim)), action=jnp.zeros((1, agent.action_dim)),
+                    reward=jnp.zeros(1), next_obs=jnp.zeros((1, obs_dim)),
+                    terminated=jnp.zeros(1), task=jnp.zeros(1, jnp.int32))
+    buffer = ReplayBuffer.create(min(config.buffer_size, steps * num_tasks * num_envs), example)
+    no_rows = jax.tree_util.tree_map(lambda x: x[:0], example)
+
+    runner = HostRunner.start(envs)
+    inputs = agent.observe(jnp.asarray(runner.obs), task_grid)
+    rows, metrics, window = no_rows, {}, collections.defaultdict(list)
+    env_seconds = compute_seconds = 0.0
+    for step in range(steps):
+        key, step_key = jax.random.split(key)
+        start = time.perf_counter()
+        sac, buffer, action, update_metrics = _sac_step_jit(
+            agent, config, step < warmup_steps, sac, buffer, rows, inputs.reshape(-1, obs_dim),
+            step_key)
+        action = np.asarray(action).reshape(envs.shape + (agent.action_dim,))
+        stepped = time.perf_counter()
+        obs, reward, terminated, truncated, final_obs, success = envs.step(action)
+        env_done = time.perf_counter()
+        done = np.logical_or(terminated, truncated)
+        (runner.episode_return, runner.episode_success, finished_return,
+         finished_success) = track_episodes(runner.episode_return, runner.episode_success,
+                                            reward, success, done)
+        next_inputs = agent.observe(jnp.asarray(obs), task_grid)
+        rows = Batch(obs=inputs.reshape(-1, obs_dim), action=jnp.asarray(action.reshape(-1, agent.action_dim)),
+                     reward=jnp.asarray(reward.reshape(-1)),
+                     next_obs=agent.observe(jnp.asarray(final_obs), task_grid).reshape(-1, obs_dim),
+                     terminated=jnp.asarray(terminated.reshape(-1), jnp.float32), task=flat_tasks)
+        inputs = next_inputs
+        env_seconds += env_done - stepped
+        compute_seconds += stepped - start
+        window["episode_return"].append(finished_return)
+        window["success"].append(finished_success)
+        for name, value in update_metrics.items():
+            window[name].append(float(value))
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            for name in ("episode_return", "success"):
+                values = np.stack(window.pop(name))
+                ended = np.sum(~np.isnan(values), axis=(0, 2))
+                mean = np.nansum(values, axis=(0, 2)) / np.maximum(ended, 1)
+                metrics.setdefault(name, []).append(np.where(ended > 0, mean, np.nan))
+            for name, values in window.items():
+                metrics.setdefault(name, []).append(float(np.mean(values)))
+            metrics.setdefault("env_seconds", []).append(env_seconds)
+            metrics.setdefault("compute_seconds", []).append(compute_seconds)
+            window, env_seconds, compute_seconds = collections.defaultdict(list), 0.0, 0.0
+            if progress is not None:
+                last_return, last_success = metrics["episode_return"][-1], metrics["success"][-1]
+                progress(step, float(np.nanmean(last_return)) if np.any(~np.isnan(last_return))
+                         else float("nan"),
+                         float(np.nanmean(last_success)) if np.any(~np.isnan(last_success))
+                         else float("nan"))
+    return HostSACResult(state=sac, metrics={name: np.asarray(v) for name, v in metrics.items()})
+
+
+def evaluate_sac_on_host(agent, sac_state, envs, *, episodes: int = 1,
+                         max_episode_steps: int = 500, task_ids=None):
+    """Success rate and return per task of the greedy SAC policy (tanh of the mean) over
+    `episodes` whole episodes in each of the E envs: (success f32[n], return f32[n])."""
+    num_tasks = envs.shape[0]
+    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
+    task_grid = jnp.broadcast_to(jnp.asarray(task_ids, jnp.int32)[:, None], envs.shape)
+    act = jax.jit(lambda params, obs: agent.actor.mode(params, agent.observe(obs, task_grid)))
+    runner = HostRunner.start(envs)
+    returns, successes = [], []
+    for _ in range(episodes * max_episode_steps):
+        action = np.asarray(act(sac_state.actor, jnp.asarray(runner.obs)))
+        obs, reward, terminated, truncated, _, success = envs.step(action)
+        (runner.episode_return, runner.episode_success, finished_return,
+         finished_success) = track_episodes(runner.episode_return, runner.episode_success,
+                                            reward, success, np.logical_or(terminated, truncated))
+        runner.obs = obs
+        returns.append(finished_return)
+        successes.append(finished_success)
+    return (np.nanmean(np.stack(successes), axis=(0, 2)),
+            np.nanmean(np.stack(returns), axis=(0, 2)))

@@ -249,7 +249,9 @@ def init_sac(agent: SACAgent, config: SACConfig, obs_dim: int, key: jax.Array) -
     critic = agent.critic.init(key_critic, inputs, jnp.zeros((1, agent.action_dim)))
     log_alpha = jnp.full((agent.num_tasks,), math.log(config.init_alpha))
     actor_tx, critic_tx, alpha_tx = _optimizers(config)
-    return SACState(actor=actor, critic=critic, target_critic=critic, log_alpha=log_alpha,
+    # The targets are copies, not the same buffers (callers may donate the state to jit).
+    target_critic = jax.tree_util.tree_map(jnp.copy, critic)
+    return SACState(actor=actor, critic=critic, target_critic=target_critic, log_alpha=log_alpha,
                     actor_opt=actor_tx.init(actor), critic_opt=critic_tx.init(critic),
                     alpha_opt=alpha_tx.init(log_alpha))
 
