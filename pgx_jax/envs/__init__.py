@@ -1,4 +1,6 @@
-"""Task families: one JAX environment plus a stacked pytree of per-task parameters."""
+"""Task families: one JAX environment plus a stacked pytree of per-task parameters, and
+Meta-World's MT10 stepped on the host (`MetaWorldFamily`; needs the `metaworld` extra only when
+its envs are made)."""
 
 from pgx_jax.envs.cartpole import CARTPOLE_HALF_LENGTHS, cartpole_family
 from pgx_jax.envs.family import TaskFamily
@@ -9,7 +11,8 @@ from pgx_jax.envs.lunar_lander import (
     heuristic_action,
     lunar_lander_family,
 )
+from pgx_jax.envs.metaworld import MT10_TASKS, MetaWorldFamily
 
 __all__ = ["CARTPOLE_HALF_LENGTHS", "HIGHWAY_DENSITIES", "Highway", "LUNAR_LANDER_GRAVITIES",
-           "LunarLander", "TaskFamily", "cartpole_family", "heuristic_action", "highway_family",
+           "LunarLander", "MT10_TASKS", "MetaWorldFamily", "TaskFamily", "cartpole_family", "heuristic_action", "highway_family",
            "lunar_lander_family"]
