@@ -299,8 +299,6 @@ def main(argv=None) -> dict:
         f"Meta-training: {env_time:.0f} s stepping the envs, {compute_time:.0f} s in the policy "
         f"and PPO updates ({env_time / max(env_time + compute_time, 1e-9):.0%} env).",
         "",
-        stage.timing_table(),
-        "",
     ]
     metrics = {
         "preset": config.preset,
@@ -321,7 +319,8 @@ def main(argv=None) -> dict:
     if config.downstream:
         downstream_lines, metrics["downstream"] = _mt10_downstream.run(config, stage, clusters,
                                                                        family)
-        lines += downstream_lines + ["", "## Stage timings, all", "", stage.timing_table(), ""]
+        lines += downstream_lines + [""]
+    lines += ["## Stage timings (s)", "", stage.timing_table(), ""]
     atomic_write_json(run_dir / "metrics.json", metrics)
     atomic_write_bytes(run_dir / "affinity.png", plot_affinity(
         clusters["U"], clusters["ours"], names, f"MT10: estimated task affinity, k={config.k}"))
