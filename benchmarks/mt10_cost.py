@@ -56,6 +56,7 @@ def main():
                        gae_lambda=0.97, ent_coef=0.0, hidden=(400, 400, 400), task_onehot=True)
     print("\n1) adapter speed (env-steps/s over all 10 tasks)")
     print(f"   {'strategy':<8} {'make (s)':>9} {'random actions':>15} {'with policy':>12}")
+    rates = {}
     for strategy in ("sync", "async"):
         family = MetaWorldFamily(MT10_TASKS, envs_per_task=args.envs_per_task,
                                  vector_strategy=strategy)
@@ -68,6 +69,8 @@ def main():
             with_policy = policy_rate(agent, state, envs, args.steps)
         print(f"   {strategy:<8} {made:>9.1f} {random_rate:>15,.0f} {with_policy:>12,.0f}",
               flush=True)
+        rates[strategy] = with_policy
+    print(f"   async ÷ sync with the policy: {rates['async'] / rates['sync']:.2f}×")
 
     print(f"\n2) meta-training time split (sync; {args.updates} PPO updates of "
           f"{10 * args.envs_per_task * args.num_steps} steps after one compile update)")

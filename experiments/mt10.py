@@ -133,6 +133,9 @@ def resolve_preset(config: Config) -> Config:
         raise ValueError("--collect-steps must be a multiple of --envs-per-task")
     if config.eval_episodes < 1 or config.checkpoint_every < 1:
         raise ValueError("--eval-episodes and --checkpoint-every must be >= 1")
+    if config.downstream:  # bad SAC settings fail now, not after meta-training
+        for network in (config.sac_network, *_mt10_downstream.BASELINES.values()):
+            _mt10_downstream.sac_config(config, network)
     return config
 
 

@@ -161,6 +161,25 @@ def test_family_validation():
     assert MetaWorldFamily().subset([9, 0]).names == ("window-close-v3", "reach-v3")
 
 
+def test_missing_meta_world_and_bad_downstream_settings_fail_early(monkeypatch):
+    import importlib
+
+    from experiments import mt10
+
+    with pytest.raises(ValueError, match="SACConfig.network"):
+        mt10.main(["--downstream", "--sac-network", "cnn", "--out", "/nonexistent"])
+    real_import = importlib.import_module
+
+    def without_metaworld(name, *args):
+        if name == "metaworld":
+            raise ImportError("No module named 'metaworld'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_metaworld)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[metaworld\]"'):
+        MetaWorldFamily(names=("reach-v3",)).make_envs()
+
+
 def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
         tmp_path, capsys, monkeypatch):
     from experiments import mt10

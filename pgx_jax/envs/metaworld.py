@@ -20,6 +20,8 @@ import dataclasses
 
 import numpy as np
 
+from pgx_jax._validate import check_int
+
 # The MT10 tasks, in Meta-World's order.
 MT10_TASKS = (
     "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
@@ -69,11 +71,8 @@ class MetaWorldFamily:
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"names repeat a task: {self.names}")
         for name in ("envs_per_task", "max_episode_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MetaWorldFamily.{name} must be a positive int, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"MetaWorldFamily.seed must be an int >= 0, got {self.seed!r}")
+            check_int(f"MetaWorldFamily.{name}", getattr(self, name), minimum=1)
+        check_int("MetaWorldFamily.seed", self.seed, minimum=0)
         if self.vector_strategy not in VECTOR_STRATEGIES:
             raise ValueError(f"vector_strategy must be one of {VECTOR_STRATEGIES}, "
                              f"got {self.vector_strategy!r}")

@@ -36,6 +36,8 @@ from pgx_jax.rl.ppo import (
     make_optimizer,
     transitions_from_rollout,
 )
+from pgx_jax.rl.sac import Batch, ReplayBuffer, init_sac
+from pgx_jax.rl.sac import update as sac_update
 from pgx_jax.types import Transitions
 
 OBS_CLIP = 10.0
@@ -140,6 +142,42 @@ class HostRunner:
         return cls(obs=obs, episode_return=np.zeros(obs.shape[:2], np.float32),
                    episode_success=np.zeros(obs.shape[:2], bool))
 
+    def step(self, envs, action: np.ndarray) -> "HostStep":
+        """Steps `envs` with `action` f32[n, E, A]; moves the runner to the next observations."""
+        obs, reward, terminated, truncated, final_obs, success = envs.step(action)
+        done = np.logical_or(terminated, truncated)
+        (self.episode_return, self.episode_success, finished_return,
+         finished_success) = track_episodes(self.episode_return, self.episode_success, reward,
+                                            success, done)
+        self.obs = obs
+        return HostStep(reward=reward, terminated=terminated, done=done, final_obs=final_obs,
+                        finished_return=finished_return, finished_success=finished_success)
+
+
+@dataclasses.dataclass
+class HostStep:
+    """One vector step, all [n, E]: reward, terminated, done, final_obs (pre-reset, f32[n, E, d]),
+    and the finished episodes' return and success (NaN where none ended; `track_episodes`)."""
+
+    reward: np.ndarray
+    terminated: np.ndarray
+    done: np.ndarray
+    final_obs: np.ndarray
+    finished_return: np.ndarray
+    finished_success: np.ndarray
+
+
+def per_task_mean(finished: np.ndarray) -> np.ndarray:
+    """Finished-episode values f32[T, n, E] (NaN where none ended) → their mean per task f32[n]
+    (NaN for a task where no episode ended)."""
+    ended = np.sum(~np.isnan(finished), axis=(0, 2))
+    return np.where(ended > 0, np.nansum(finished, axis=(0, 2)) / np.maximum(ended, 1), np.nan)
+
+
+def _mean_of_ended(values: np.ndarray) -> float:
+    """The mean over tasks that ended an episode (NaN if none did), for progress reports."""
+    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
+
 
 @partial(jax.jit, static_argnames=("agent", "greedy"))
 def _act(agent: Agent, params, obs_moments: RunningMoments, obs, task_grid, key, greedy=False):
@@ -180,7 +218,7 @@ def host_rollout(agent: Agent, params, obs_moments: RunningMoments, envs, runner
     Args:
       task_ids: int[n] the family ids of the envs' tasks (for the one-hot input).
     """
-    task_grid = jnp.broadcast_to(jnp.asarray(task_ids, jnp.int32)[:, None], runner.obs.shape[:2])
+    task_grid = _task_grid(envs, task_ids)
     columns = {name: [] for name in ("obs", "raw_obs", "action", "log_prob", "value", "reward",
                                      "terminated", "done", "next_value", "returns", "success")}
     env_seconds = policy_seconds = 0.0
@@ -189,21 +227,18 @@ def host_rollout(agent: Agent, params, obs_moments: RunningMoments, envs, runner
         policy_obs, action, log_prob, value = _act(agent, params, obs_moments, runner.obs,
                                                    task_grid, step_key, greedy)
         action = np.asarray(action)
+        raw_obs = runner.obs
         stepped = time.perf_counter()
-        obs, reward, terminated, truncated, final_obs, success = envs.step(action)
-        done = np.logical_or(terminated, truncated)
+        out = runner.step(envs, action)
         env_done = time.perf_counter()
-        next_value = _value(agent, params, obs_moments, final_obs, task_grid)
-        (runner.episode_return, runner.episode_success, finished_return,
-         finished_success) = track_episodes(runner.episode_return, runner.episode_success,
-                                            reward, success, done)
-        for name, value_t in (("obs", policy_obs), ("raw_obs", runner.obs), ("action", action),
-                              ("log_prob", log_prob), ("value", value), ("reward", reward),
-                              ("terminated", terminated.astype(np.float32)),
-                              ("done", done.astype(np.float32)), ("next_value", next_value),
-                              ("returns", finished_return), ("success", finished_success)):
+        next_value = _value(agent, params, obs_moments, out.final_obs, task_grid)
+        for name, value_t in (("obs", policy_obs), ("raw_obs", raw_obs), ("action", action),
+                              ("log_prob", log_prob), ("value", value), ("reward", out.reward),
+                              ("terminated", out.terminated.astype(np.float32)),
+                              ("done", out.done.astype(np.float32)), ("next_value", next_value),
+                              ("returns", out.finished_return),
+                              ("success", out.finished_success)):
             columns[name].append(value_t)
-        runner.obs = obs
         env_seconds += env_done - stepped
         policy_seconds += (stepped - start) + (time.perf_counter() - env_done)
     stacked = {name: np.stack([np.asarray(v) for v in values]) for name, values in columns.items()}
@@ -282,10 +317,9 @@ def train_on_host(agent: Agent, config: PPOConfig, envs, state: HostTrainState, 
       progress: `progress(update_index, mean_episode_return, mean_success)` after each update.
       checkpoint: `checkpoint(state, metrics)` every `checkpoint_every` updates and at the end.
     """
-    num_tasks, num_envs = envs.shape
-    if num_envs != config.num_envs:
-        raise ValueError(f"the envs have {num_envs} per task, config.num_envs is {config.num_envs}")
-    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
+    if envs.shape[1] != config.num_envs:
+        raise ValueError(f"the envs have {envs.shape[1]} per task, config.num_envs is "
+                         f"{config.num_envs}")
     metrics = {name: list(values) for name, values in (metrics or {}).items()}
     runner = HostRunner.start(envs)
     done_updates = int(state.update)
@@ -299,18 +333,14 @@ def train_on_host(agent: Agent, config: PPOConfig, envs, state: HostTrainState, 
         jax.block_until_ready(state.params)
         learn_seconds = time.perf_counter() - start
         episodes = {name: np.asarray(v) for name, v in episode_metrics(out.returns).items()}
-        ended = np.maximum(episodes["episodes"], 1)
-        row = {**episodes,
-               "success": np.where(episodes["episodes"] > 0,
-                                   np.nansum(out.success, axis=(0, 2)) / ended, np.nan),
+        row = {**episodes, "success": per_task_mean(out.success),
                **{name: float(value) for name, value in losses.items()},
                "env_seconds": out.env_seconds, "policy_seconds": out.policy_seconds,
                "learn_seconds": learn_seconds}
         for name, value in row.items():
             metrics.setdefault(name, []).append(value)
         if progress is not None:
-            progress(update, float(np.mean(row["episode_return"])),
-                     float(np.nanmean(row["success"])) if np.any(row["episodes"]) else np.nan)
+            progress(update, float(np.mean(row["episode_return"])), _mean_of_ended(row["success"]))
         if checkpoint is not None and ((update + 1) % checkpoint_every == 0
                                        or update + 1 == config.num_updates):
             checkpoint(state, metrics)
@@ -327,11 +357,28 @@ def evaluate_on_host(agent: Agent, params, obs_moments: RunningMoments, envs, ke
     Returns (success f32[n], return f32[n]): means over the n·E·episodes finished episodes.
     Meta-World episodes never end early, so every env finishes exactly `episodes` episodes.
     """
-    num_tasks = envs.shape[0]
-    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
-    out = host_rollout(agent, params, obs_moments, envs, HostRunner.start(envs), task_ids, key,
-                       episodes * max_episode_steps, greedy=greedy)
-    return np.nanmean(out.success, axis=(0, 2)), np.nanmean(out.returns, axis=(0, 2))
+    task_grid = _task_grid(envs, task_ids)
+    step_keys = iter(jax.random.split(key, episodes * max_episode_steps))
+    return play_episodes(envs, lambda obs: _act(agent, params, obs_moments, obs, task_grid,
+                                                next(step_keys), greedy)[1],
+                         episodes * max_episode_steps)
+
+
+def play_episodes(envs, policy: Callable, num_steps: int):
+    """Steps fresh episodes `num_steps` times with `policy(obs f32[n, E, d]) -> actions`.
+
+    Returns (success f32[n], return f32[n]): means per task over the episodes that ended.
+    """
+    runner = HostRunner.start(envs)
+    steps = [runner.step(envs, np.asarray(policy(runner.obs))) for _ in range(num_steps)]
+    return (per_task_mean(np.stack([s.finished_success for s in steps])),
+            per_task_mean(np.stack([s.finished_return for s in steps])))
+
+
+def _task_grid(envs, task_ids) -> jax.Array:
+    """int32[n, E]: the family id of every env's task (default: 0..n−1)."""
+    ids = np.arange(envs.shape[0]) if task_ids is None else np.asarray(task_ids)
+    return jnp.broadcast_to(jnp.asarray(ids, jnp.int32)[:, None], envs.shape)
 
 
 def collect_transitions_on_host(agent: Agent, params, obs_moments: RunningMoments,
@@ -351,7 +398,7 @@ def collect_transitions_on_host(agent: Agent, params, obs_moments: RunningMoment
     out = host_rollout(agent, params, obs_moments, envs, HostRunner.start(envs), task_ids, key,
                        steps_per_task // num_envs)
     trajectory = out.trajectory.replace(reward=reward_scaler.scale(out.trajectory.reward))
-    return transitions_from_rollout(trajectory, jnp.asarray(task_ids), gamma, gae_lambda)
+    return transitions_from_rollout(trajectory, task_ids, gamma, gae_lambda)
 
 
 @struct.dataclass
@@ -365,8 +412,6 @@ class HostSACResult:
 
 def _sac_step(agent, config, warmup: bool, sac, buffer, rows, obs_inputs, key):
     """Adds the last step's rows, updates (unless warming up), picks the next actions."""
-    from pgx_jax.rl.sac import update
-
     key_action, key_update = jax.random.split(key)
     buffer = buffer.add(rows)
     if warmup:
@@ -376,7 +421,8 @@ def _sac_step(agent, config, warmup: bool, sac, buffer, rows, obs_inputs, key):
 
     def one(sac, update_key):
         key_batch, key_sac = jax.random.split(update_key)
-        return update(agent, config, sac, buffer.sample(key_batch, config.batch_size), key_sac)
+        return sac_update(agent, config, sac, buffer.sample(key_batch, config.batch_size),
+                          key_sac)
 
     sac, metrics = jax.lax.scan(one, sac, jax.random.split(key_update, config.updates_per_step))
     action, _ = agent.actor.sample(sac.actor, obs_inputs, key_action)
@@ -397,13 +443,10 @@ def train_sac_on_host(agent, config, envs, key: jax.Array, *, task_ids=None,
     aggregated every `log_every` vector steps; `progress(step, mean_return, mean_success)` is
     called then.
     """
-    from pgx_jax.rl.sac import Batch, ReplayBuffer, init_sac
-
     num_tasks, num_envs = envs.shape
     if num_envs != config.num_envs:
         raise ValueError(f"the envs have {num_envs} per task, config.num_envs is {config.num_envs}")
-    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
-    task_grid = jnp.broadcast_to(jnp.asarray(task_ids, jnp.int32)[:, None], envs.shape)
+    task_grid = _task_grid(envs, task_ids)
     flat_tasks = task_grid.reshape(-1)
     steps, warmup_steps = config.total_steps // num_envs, config.learning_starts // num_envs
     key_init, key = jax.random.split(key)
@@ -427,41 +470,32 @@ def train_sac_on_host(agent, config, envs, key: jax.Array, *, task_ids=None,
             step_key)
         action = np.asarray(action).reshape(envs.shape + (agent.action_dim,))
         stepped = time.perf_counter()
-        obs, reward, terminated, truncated, final_obs, success = envs.step(action)
+        out = runner.step(envs, action)
         env_done = time.perf_counter()
-        done = np.logical_or(terminated, truncated)
-        (runner.episode_return, runner.episode_success, finished_return,
-         finished_success) = track_episodes(runner.episode_return, runner.episode_success,
-                                            reward, success, done)
-        next_inputs = agent.observe(jnp.asarray(obs), task_grid)
-        rows = Batch(obs=inputs.reshape(-1, obs_dim), action=jnp.asarray(action.reshape(-1, agent.action_dim)),
-                     reward=jnp.asarray(reward.reshape(-1)),
-                     next_obs=agent.observe(jnp.asarray(final_obs), task_grid).reshape(-1, obs_dim),
-                     terminated=jnp.asarray(terminated.reshape(-1), jnp.float32), task=flat_tasks)
-        inputs = next_inputs
+        rows = Batch(obs=inputs.reshape(-1, obs_dim),
+                     action=jnp.asarray(action.reshape(-1, agent.action_dim)),
+                     reward=jnp.asarray(out.reward.reshape(-1)),
+                     next_obs=agent.observe(jnp.asarray(out.final_obs), task_grid).reshape(-1, obs_dim),
+                     terminated=jnp.asarray(out.terminated.reshape(-1), jnp.float32),
+                     task=flat_tasks)
+        inputs = agent.observe(jnp.asarray(runner.obs), task_grid)
         env_seconds += env_done - stepped
         compute_seconds += stepped - start
-        window["episode_return"].append(finished_return)
-        window["success"].append(finished_success)
+        window["episode_return"].append(out.finished_return)
+        window["success"].append(out.finished_success)
         for name, value in update_metrics.items():
             window[name].append(float(value))
         if (step + 1) % log_every == 0 or step + 1 == steps:
             for name in ("episode_return", "success"):
-                values = np.stack(window.pop(name))
-                ended = np.sum(~np.isnan(values), axis=(0, 2))
-                mean = np.nansum(values, axis=(0, 2)) / np.maximum(ended, 1)
-                metrics.setdefault(name, []).append(np.where(ended > 0, mean, np.nan))
+                metrics.setdefault(name, []).append(per_task_mean(np.stack(window.pop(name))))
             for name, values in window.items():
                 metrics.setdefault(name, []).append(float(np.mean(values)))
             metrics.setdefault("env_seconds", []).append(env_seconds)
             metrics.setdefault("compute_seconds", []).append(compute_seconds)
             window, env_seconds, compute_seconds = collections.defaultdict(list), 0.0, 0.0
             if progress is not None:
-                last_return, last_success = metrics["episode_return"][-1], metrics["success"][-1]
-                progress(step, float(np.nanmean(last_return)) if np.any(~np.isnan(last_return))
-                         else float("nan"),
-                         float(np.nanmean(last_success)) if np.any(~np.isnan(last_success))
-                         else float("nan"))
+                progress(step, _mean_of_ended(metrics["episode_return"][-1]),
+                         _mean_of_ended(metrics["success"][-1]))
     return HostSACResult(state=sac, metrics={name: np.asarray(v) for name, v in metrics.items()})
 
 
@@ -469,20 +503,7 @@ def evaluate_sac_on_host(agent, sac_state, envs, *, episodes: int = 1,
                          max_episode_steps: int = 500, task_ids=None):
     """Success rate and return per task of the greedy SAC policy (tanh of the mean) over
     `episodes` whole episodes in each of the E envs: (success f32[n], return f32[n])."""
-    num_tasks = envs.shape[0]
-    task_ids = np.arange(num_tasks) if task_ids is None else np.asarray(task_ids)
-    task_grid = jnp.broadcast_to(jnp.asarray(task_ids, jnp.int32)[:, None], envs.shape)
+    task_grid = _task_grid(envs, task_ids)
     act = jax.jit(lambda params, obs: agent.actor.mode(params, agent.observe(obs, task_grid)))
-    runner = HostRunner.start(envs)
-    returns, successes = [], []
-    for _ in range(episodes * max_episode_steps):
-        action = np.asarray(act(sac_state.actor, jnp.asarray(runner.obs)))
-        obs, reward, terminated, truncated, _, success = envs.step(action)
-        (runner.episode_return, runner.episode_success, finished_return,
-         finished_success) = track_episodes(runner.episode_return, runner.episode_success,
-                                            reward, success, np.logical_or(terminated, truncated))
-        runner.obs = obs
-        returns.append(finished_return)
-        successes.append(finished_success)
-    return (np.nanmean(np.stack(successes), axis=(0, 2)),
-            np.nanmean(np.stack(returns), axis=(0, 2)))
+    return play_episodes(envs, lambda obs: act(sac_state.actor, jnp.asarray(obs)),
+                         episodes * max_episode_steps)

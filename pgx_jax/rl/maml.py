@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from pgx_jax._validate import is_concrete
+from pgx_jax._validate import check_int, is_concrete
 from pgx_jax.envs.family import TaskFamily
 from pgx_jax.rl.policies import CategoricalMLP, GaussianMLP
 from pgx_jax.rl.ppo import Agent, TrainResult, gae, reset_envs, rollout
@@ -87,15 +87,11 @@ class MAMLConfig:
     baseline_reg: float = 1e-5
 
     def __post_init__(self):
-        def positive_int(name, value):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MAMLConfig.{name} must be a positive int, got {value!r}")
-
         for name in ("inner_steps", "num_envs", "num_steps", "num_outer_steps"):
-            positive_int(name, getattr(self, name))
+            check_int(f"MAMLConfig.{name}", getattr(self, name), minimum=1)
         for name in ("meta_batch_size", "query_num_envs", "query_num_steps"):
             if getattr(self, name) is not None:
-                positive_int(name, getattr(self, name))
+                check_int(f"MAMLConfig.{name}", getattr(self, name), minimum=1)
 
         def real(value):
             return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -133,8 +133,8 @@ class TrainState:
     key: jax.Array
 
 
-def _env_map(fn):
-    """vmap over tasks (params axis 0) and envs (params shared)."""
+def env_map(fn):
+    """An env `step` vmapped over tasks (params axis 0) and envs (params shared): [n, E]."""
     return jax.vmap(jax.vmap(fn, in_axes=(0, 0, 0, None)), in_axes=(0, 0, 0, 0))
 
 
@@ -154,7 +154,7 @@ def rollout(agent: Agent, env, env_params, task_ids, params, runner: EnvRunner,
     Returns:
       (runner, trajectory [T, n, E], episode returns f32[T, n, E] with NaN where no episode ended).
     """
-    step_env = _env_map(env.step)
+    step_env = env_map(env.step)
     task_grid = jnp.broadcast_to(task_ids[:, None], runner.obs.shape[:2])
 
     def one_step(runner, step_key):

@@ -27,8 +27,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from pgx_jax._validate import check_int
 from pgx_jax.envs.family import TaskFamily
 from pgx_jax.rl.networks import MultiHeadMLP, SoftModularNetwork
+from pgx_jax.rl.ppo import env_map, reset_envs
 
 NETWORKS = ("mlp", "multihead", "softmod")
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -79,9 +81,7 @@ class SACConfig:
             raise ValueError(f"SACConfig.network must be one of {NETWORKS}, got {self.network!r}")
         for name in ("batch_size", "buffer_size", "num_envs", "total_steps", "updates_per_step",
                      "softmod_layers", "softmod_modules", "softmod_width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SACConfig.{name} must be a positive int, got {value!r}")
+            check_int(f"SACConfig.{name}", getattr(self, name), minimum=1)
         if not 0 <= self.learning_starts <= self.total_steps:
             raise ValueError("SACConfig.learning_starts must lie in [0, total_steps]")
         if not (0 <= self.gamma <= 1 and 0 < self.tau <= 1 and self.init_alpha > 0):
@@ -338,9 +338,7 @@ def make_train(config: SACConfig, family: TaskFamily, action_scale: float = 1.0,
     num_tasks, num_envs = family.num_tasks, config.num_envs
     steps = config.total_steps // num_envs
     warmup = config.learning_starts // num_envs
-    step_env = jax.vmap(jax.vmap(family.env.step, in_axes=(0, 0, 0, None)),
-                        in_axes=(0, 0, 0, 0))
-    reset = jax.vmap(jax.vmap(family.env.reset, in_axes=(0, None)), in_axes=(0, 0))
+    step_env = env_map(family.env.step)
     task_grid = jnp.broadcast_to(jnp.arange(num_tasks)[:, None], (num_tasks, num_envs))
 
     def env_step(carry, step_index):
@@ -390,14 +388,14 @@ def make_train(config: SACConfig, family: TaskFamily, action_scale: float = 1.0,
     def train(key: jax.Array) -> SACTrainResult:
         key_init, key_reset, key_run = jax.random.split(key, 3)
         sac = init_sac(agent, config, family.obs_dim, key_init)
-        obs, env_state = reset(jax.random.split(key_reset, (num_tasks, num_envs)), family.params)
+        runner = reset_envs(family.env, family.params, key_reset, num_envs)
         example = Batch(obs=jnp.zeros((1, family.obs_dim + num_tasks)),
                         action=jnp.zeros((1, family.action_dim)), reward=jnp.zeros(1),
                         next_obs=jnp.zeros((1, family.obs_dim + num_tasks)),
                         terminated=jnp.zeros(1), task=jnp.zeros(1, jnp.int32))
         buffer = ReplayBuffer.create(min(config.buffer_size, config.total_steps * num_tasks),
                                      example)
-        carry = (sac, buffer, env_state, obs, jnp.zeros((num_tasks, num_envs)), key_run)
+        carry = (sac, buffer, runner.state, runner.obs, runner.episode_return, key_run)
         carry, metrics = jax.lax.scan(env_step, carry, jnp.arange(steps))
         return SACTrainResult(state=carry[0], metrics=metrics)
 
@@ -409,12 +407,10 @@ def evaluate(agent: SACAgent, state: SACState, family: TaskFamily, key: jax.Arra
     """Mean return of the first episode of `num_envs` fresh envs per task, greedy (tanh of the
     mean): f32[n]."""
     num_tasks = family.num_tasks
-    reset = jax.vmap(jax.vmap(family.env.reset, in_axes=(0, None)), in_axes=(0, 0))
-    step_env = jax.vmap(jax.vmap(family.env.step, in_axes=(0, 0, 0, None)),
-                        in_axes=(0, 0, 0, 0))
+    step_env = env_map(family.env.step)
     task_grid = jnp.broadcast_to(jnp.arange(num_tasks)[:, None], (num_tasks, num_envs))
     key_reset, key_run = jax.random.split(key)
-    obs, env_state = reset(jax.random.split(key_reset, (num_tasks, num_envs)), family.params)
+    runner = reset_envs(family.env, family.params, key_reset, num_envs)
 
     def one_step(carry, step_key):
         env_state, obs, total, alive = carry
@@ -427,7 +423,7 @@ def evaluate(agent: SACAgent, state: SACState, family: TaskFamily, key: jax.Arra
         return (env_state, obs, total, alive), None
 
     zeros = jnp.zeros((num_tasks, num_envs))
-    (_, _, total, _), _ = jax.lax.scan(one_step, (env_state, obs, zeros, zeros + 1.0),
+    (_, _, total, _), _ = jax.lax.scan(one_step, (runner.state, runner.obs, zeros, zeros + 1.0),
                                        jax.random.split(key_run, max_steps))
     return total.mean(1)
 
