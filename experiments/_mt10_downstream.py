@@ -27,6 +27,11 @@ PAPER_MT10 = {"ours": "94.0", "random": "58.2", "gradient_similarity": "69.6",
               "softmod_all": "82.0", "multitask": "71.3"}
 PAPER_K = {2: "89.5", 3: "94.0", 4: "95.1"}
 BASELINES = {"multitask": "mlp", "softmod_all": "softmod"}  # name → SAC network, all tasks
+# What a SAC training depends on, besides its tasks (in the stage's name) and network (`extra`):
+# it trains from scratch, so neither θ* nor the estimate is an input.
+SAC_USES = ("seed", "tasks", "envs_per_task", "eval_episodes", "sac_steps_per_task",
+            "sac_learning_starts", "sac_hidden", "softmod_layers", "softmod_modules",
+            "softmod_width", "sac_batch_size", "sac_buffer_size")
 
 
 def sac_config(config, network: str) -> SACConfig:
@@ -42,16 +47,14 @@ def groupings(stage, clusters: dict, config, num_tasks: int) -> dict:
     """{k: {method: labels int[n]}} for k and every --sweep-k (one stage per extra k)."""
     out = {config.k: {m: np.asarray(clusters[m]) for m in METHODS}}
     for k in sorted(set(config.sweep_k) - {0, config.k}):
-        if not 1 <= k <= num_tasks:
-            raise ValueError(f"--sweep-k values must lie in [1, {num_tasks}], got {k}")
-
         def cluster(k=k):
             return {"ours": pgx.cluster_tasks(clusters["U"], k),
                     "gradient_similarity": pgx.cluster_tasks(clusters["U_gradient"], k),
                     "random": pgx.random_groups(jax.random.key(config.seed + 17 + k), num_tasks,
                                                 k)}
 
-        out[k] = {m: np.asarray(v) for m, v in stage(f"groups.k{k}", cluster).items()}
+        out[k] = {m: np.asarray(v) for m, v in stage(f"groups.k{k}", cluster,
+                                                     inputs=("cluster",)).items()}
     return out
 
 
@@ -94,12 +97,14 @@ def run(config, stage, clusters: dict, family) -> tuple[list[str], dict]:
                     name = "sac.tasks_" + "_".join(map(str, group)) + f".seed{seed}"
                     out = stage(name, lambda group=group: train_group(
                         config, family, group, config.sac_network, seed,
-                        f"{[family.names[i] for i in group]} seed {seed}"))
+                        f"{[family.names[i] for i in group]} seed {seed}"),
+                        uses=SAC_USES, extra={"network": config.sac_network})
                     per_task[out["task_ids"]] = out["success"]
                 success.setdefault((method, k), []).append(per_task)
         for name, network in BASELINES.items():
             out = stage(f"sac.{name}.seed{seed}", lambda network=network, name=name: train_group(
-                config, family, list(range(n)), network, seed, f"{name} (all tasks) seed {seed}"))
+                config, family, list(range(n)), network, seed, f"{name} (all tasks) seed {seed}"),
+                uses=SAC_USES, extra={"network": network})
             success.setdefault((name, None), []).append(out["success"])
     success = {key: np.stack(v) for key, v in success.items()}
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import io
+import math
+from pathlib import Path
 
 import jax
 import numpy as np
 
 import pgx_jax as pgx
-from experiments._runner import StageRunner
+from experiments._runner import SettingError, StageRunner, atomic_write_json, flag
+from pgx_jax.subsets import min_num_subsets
 from pgx_jax.surrogate import subset_scores
 
 METHODS = ("ours", "gradient_similarity", "random")
 
 
 def parse_config(config_cls, argv=None, description: str = "", defaults_by_env=None):
-    """A frozen dataclass of defaults → an argparse CLI with one --flag per field.
+    """A frozen dataclass of defaults → an argparse CLI with one --flag per field; the config is
+    resolved (`config.resolved()`: presets) and checked (`config.check()`) before it is returned,
+    so a bad setting raises `SettingError` before any work.
 
     `defaults_by_env` ({env: {field: value}}) replaces the class defaults for the `--env` given
     (settings an environment needs, e.g. its PPO budget); flags on the command line still win.
@@ -31,26 +38,81 @@ def parse_config(config_cls, argv=None, description: str = "", defaults_by_env=N
         defaults = dataclasses.replace(defaults, **defaults_by_env.get(env, {}))
     parser = argparse.ArgumentParser(description=description)
     for field in dataclasses.fields(config_cls):
-        flag = f"--{field.name.replace('_', '-')}"
+        flag_name = flag(field.name)
         default = getattr(defaults, field.name)
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag_name, action=argparse.BooleanOptionalAction, default=default)
         elif isinstance(default, tuple):
-            parser.add_argument(flag, type=type(default[0]), nargs="+",
+            parser.add_argument(flag_name, type=type(default[0]), nargs="+",
                                 default=list(default), help=f"(default: {default})")
         else:
-            parser.add_argument(flag, type=type(default), default=default,
+            parser.add_argument(flag_name, type=type(default), default=default,
                                 help=f"(default: {default})")
     args = vars(parser.parse_args(argv))
-    return config_cls(**{
+    config = config_cls(**{
         f.name: tuple(args[f.name]) if isinstance(getattr(defaults, f.name), tuple) else args[f.name]
         for f in dataclasses.fields(config_cls)
-    })
+    }).resolved()
+    config.check()
+    return config
+
+
+def require(condition: bool, message: str) -> None:
+    """Raises `SettingError(message)` unless `condition` holds."""
+    if not condition:
+        raise SettingError(message)
+
+
+def require_ints(config, minimum: int, *names: str) -> None:
+    """Each named field is an int >= `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+                f"{flag(name)} must be an integer >= {minimum}, got {value!r}")
+
+
+def require_numbers(config, low: float, high: float, *names: str, open_low: bool = False) -> None:
+    """Each named field is a finite number in [low, high] (or (low, high] with `open_low`)."""
+    for name in names:
+        value = getattr(config, name)
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and value <= high and (
+            value > low if open_low else value >= low)
+        require(ok, f"{flag(name)} must lie in {'(' if open_low else '['}{low:g}, {high:g}], "
+                    f"got {value!r}")
+
+
+def require_widths(config, *names: str) -> None:
+    """Each named field is a non-empty tuple of positive layer widths."""
+    for name in names:
+        value = getattr(config, name)
+        require(len(value) > 0 and all(isinstance(h, int) and h >= 1 for h in value),
+                f"{flag(name)} must be one or more positive layer widths, got {list(value)}")
+
+
+def require_ppo_budget(config, steps: str, envs: str, make_ppo, *others: str) -> None:
+    """The budget field `steps` holds at least one PPO update (`envs` × --num-steps), and the
+    PPOConfig that `make_ppo()` builds accepts the settings (`others`: more flags it reads)."""
+    rollout = getattr(config, envs) * config.num_steps
+    require(getattr(config, steps) >= rollout,
+            f"{flag(steps)} must be at least one PPO update ({flag(envs)} × --num-steps = "
+            f"{rollout}), got {getattr(config, steps)}")
+    with as_setting_error(envs, "num_steps", *others):
+        make_ppo()
+
+
+@contextlib.contextmanager
+def as_setting_error(*names: str):
+    """Re-raises a library's ValueError about these settings as a `SettingError` naming flags."""
+    try:
+        yield
+    except ValueError as error:
+        raise SettingError(f"{', '.join(flag(n) for n in names)}: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)
 class EstimationConfig:
-    """Settings every experiment shares: run name and seed, and the estimator's knobs."""
+    """Settings every experiment shares: run name and seed, the estimator's knobs, and how to treat
+    a run directory that already holds results (`force`, `restart_from`; not result settings)."""
 
     run: str = "default"
     seed: int = 0
@@ -65,19 +127,101 @@ class EstimationConfig:
     # share is the data of 2 envs, a few correlated episodes.
     score_on: str = "train"
     k: int = 3
+    force: bool = False  # recompute stages whose stored settings differ from these
+    restart_from: str = ""  # recompute this stage (or "prefix" of stages) and all downstream
+
+    # Fields that name or steer the run without shaping any result (never in a stage's settings).
+    RUN_CONTROL = ("run", "out", "force", "restart_from")
+    # Stages by name (or "prefix" of "prefix.*"): what --restart-from accepts.
+    STAGE_NAMES = ()
+
+    @property
+    def num_tasks(self) -> int:
+        raise NotImplementedError
+
+    def resolved(self):
+        """The config with presets filled in (experiments with presets override this)."""
+        return self
+
+    def check(self) -> None:
+        """Raises `SettingError` naming the flag of the first invalid setting."""
+        n = self.num_tasks
+        require(bool(self.run) and "/" not in self.run and self.run not in (".", ".."),
+                f"--run must be a plain folder name, got {self.run!r}")
+        require_ints(self, 0, "seed")
+        require_ints(self, 1, "dim")
+        require(n >= 2, f"the family must have at least 2 tasks, got {n}")
+        require_ints(self, 2, "subset_size")
+        require(self.subset_size <= n, f"--subset-size must be <= {n} (the family has {n} tasks), "
+                                       f"got {self.subset_size}")
+        require_ints(self, 1, "subsets", "k")
+        least = min_num_subsets(n, self.subset_size)
+        require(self.subsets >= least,
+                f"--subsets must be >= {least} to cover every pair of the {n} tasks with subsets of "
+                f"{self.subset_size}, got {self.subsets}")
+        require(self.k <= n, f"--k must be <= {n} (the family has {n} tasks), got {self.k}")
+        require(isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 > 0,
+                f"--l2 must be a positive number, got {self.l2!r}")
+        require(0 <= self.holdout < 1, f"--holdout must lie in [0, 1), got {self.holdout!r}")
+        require(self.score_on in ("train", "heldout"),
+                f"--score-on must be 'train' or 'heldout', got {self.score_on!r}")
+        require(self.score_on == "train" or self.holdout > 0,
+                "--score-on heldout needs --holdout > 0")
+        require(not self.restart_from or any(self.restart_from == s for s in self.STAGE_NAMES),
+                f"--restart-from must name a stage: one of {', '.join(self.STAGE_NAMES)}; got "
+                f"{self.restart_from!r}")
+
+
+def start_run(run_dir: Path, config: EstimationConfig) -> StageRunner:
+    """The stage runner of a run; a new run's config.json is written now, an existing run's only
+    by `finish_run` (so it always describes the results beside it)."""
+    stage = StageRunner(run_dir, config, force=config.force, restart_from=config.restart_from)
+    if not (Path(run_dir) / "stages").exists():
+        atomic_write_json(Path(run_dir) / "config.json", result_settings(config))
+    return stage
+
+
+def finish_run(stage: StageRunner) -> None:
+    """Writes config.json once every stage of the run holds results of these settings."""
+    atomic_write_json(stage.run_dir / "config.json", result_settings(stage.config))
+
+
+def result_settings(config: EstimationConfig) -> dict:
+    """The config as config.json records it: everything but the run-control flags."""
+    return {name: value for name, value in dataclasses.asdict(config).items()
+            if name not in ("force", "restart_from")}
+
+
+# Settings (config fields) and input stages of the estimator's stages; every experiment runs them
+# after its own "features" stage.
+ESTIMATION_STAGES = {
+    "subsets": {"uses": ("seed", "subsets", "subset_size")},
+    "estimate": {"uses": ("l2", "holdout", "score_on"), "inputs": ("features", "subsets")},
+    "cluster": {"uses": ("k",), "inputs": ("estimate",)},  # random groups: seed, via subsets
+}
+
+
+def family_settings(family) -> dict:
+    """A task family's identity for a stage's settings: env, task names and a digest of the
+    per-task parameters (names round the values)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(family.params):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return {"family": {"env": type(family.env).__name__, "tasks": list(family.names),
+                       "params_sha256": digest.hexdigest()[:16]}}
 
 
 def estimate_and_group(stage: StageRunner, feats: pgx.Features, num_tasks: int, key: jax.Array,
                        config: EstimationConfig) -> dict:
-    """Runs the stages 'subsets', 'estimate' and 'cluster'; returns their arrays in one dict."""
+    """Runs the stages 'subsets', 'estimate' and 'cluster' (after a stage named 'features');
+    returns their arrays in one dict."""
     num_subsets, subset_size, k = config.subsets, config.subset_size, config.k
     l2, holdout = config.l2, config.holdout
-    if config.score_on not in ("train", "heldout"):
-        raise ValueError(f"--score-on must be 'train' or 'heldout', got {config.score_on!r}")
     key_subsets, key_random = jax.random.split(key)
     subsets = stage(
         "subsets",
         lambda: {"subsets": pgx.sample_subsets(key_subsets, num_tasks, num_subsets, subset_size)},
+        **ESTIMATION_STAGES["subsets"],
     )["subsets"]
 
     def estimate():
@@ -91,7 +235,7 @@ def estimate_and_group(stage: StageRunner, feats: pgx.Features, num_tasks: int, 
             "grad_norm": solution.grad_norm,
         }
 
-    estimates = stage("estimate", estimate)
+    estimates = stage("estimate", estimate, **ESTIMATION_STAGES["estimate"])
 
     def cluster():
         U = pgx.affinity_matrix(subsets, estimates["scores"])
@@ -104,7 +248,8 @@ def estimate_and_group(stage: StageRunner, feats: pgx.Features, num_tasks: int, 
             "random": pgx.random_groups(key_random, num_tasks, k),
         }
 
-    return {"subsets": subsets, **estimates, **stage("cluster", cluster)}
+    return {"subsets": subsets, **estimates,
+            **stage("cluster", cluster, **ESTIMATION_STAGES["cluster"])}
 
 
 def group_lists(labels) -> list[list[int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,37 +37,126 @@ def _jsonable(x):
     raise TypeError(f"cannot serialize {type(x).__name__}")
 
 
-class StageRunner:
-    """Runs named stages once per run directory; a rerun loads finished stages from disk.
+class SettingError(ValueError):
+    """A setting the user chose is invalid, or a run's stored stages were made with other settings.
 
-    Each stage returns a dict of arrays, saved to `<run_dir>/stages/<name>.npz` when it finishes.
+    `run_cli` prints the message after "error: " on stderr and exits with status 2, as argparse
+    does for a malformed flag; no traceback, since the fix is the user's.
     """
 
-    def __init__(self, run_dir: Path, log: Callable[[str], None] = print):
+
+class StaleStageError(SettingError):
+    """A stage stored in the run directory was made with other settings than the current ones."""
+
+
+def flag(name: str) -> str:
+    """A config field's command-line flag: `steps_per_task` → `--steps-per-task`."""
+    return "--" + name.replace("_", "-")
+
+
+def _canonical(value):
+    """A setting as JSON would store it (tuples → lists), so stored and current values compare."""
+    return json.loads(json.dumps(value, default=_jsonable))
+
+
+class StageRunner:
+    """Runs named stages once per run directory; a rerun reuses finished stages that the current
+    settings would make again, and refuses to mix results of different settings.
+
+    Each stage returns a dict of arrays, saved to `<run_dir>/stages/<name>.npz` when it finishes,
+    together with the settings that made it: the values of the config fields it `uses`, any
+    `extra` settings, and (recursively) the settings of the stages it takes as `inputs`. On a
+    rerun a stored stage is reused only if those settings equal the current ones. Otherwise the
+    run stops with a `StaleStageError` naming the changed settings, unless `force` is set (the
+    stage and, through their recorded inputs, all stages that depend on it are recomputed).
+    `restart_from` names stages (a name, or a prefix up to a dot: "adapt" means "adapt.*") to
+    recompute with everything downstream of them. A stage file that cannot be read (truncated,
+    corrupt) is recomputed, never loaded.
+    """
+
+    def __init__(self, run_dir: Path, config=None, *, force: bool = False,
+                 restart_from: str = "", log: Callable[[str], None] = print):
         self.run_dir = Path(run_dir)
+        self.config = config
+        self.force = force
+        self.restart_from = restart_from
         self.log = log
         self.timings: dict[str, float] = {}
         self.resumed: list[str] = []
+        self.settings: dict[str, dict] = {}  # per stage run so far: all settings that made it
+        self.recomputed: set[str] = set()  # stages computed (not loaded) in this run
+        self.restarted: set[str] = set()  # stages recomputed because of --restart-from
+        self.current: dict | None = None  # settings of the stage being computed (for checkpoints)
 
-    def __call__(self, name: str, fn: Callable[[], dict]) -> dict:
+    def settings_of(self, uses=(), inputs=(), extra=None) -> dict:
+        """The settings a stage with these dependencies is made from (JSON-comparable)."""
+        settings = {}
+        for name in inputs:
+            if name not in self.settings:
+                raise RuntimeError(f"stage input {name!r} has not run yet")  # a bug, not the user's
+            settings.update(self.settings[name])
+        settings.update({name: getattr(self.config, name) for name in uses})
+        settings.update(extra or {})
+        return _canonical(settings)
+
+    def __call__(self, name: str, fn: Callable[[], dict], *, uses=(), inputs=(),
+                 extra=None) -> dict:
+        settings = self.settings_of(uses, inputs, extra)
+        self.settings[name] = settings
         path = self.run_dir / "stages" / f"{name}.npz"
-        if path.exists():
-            with np.load(path) as data:
-                out = {k: data[k] for k in data.files}
-            self.resumed.append(name)
-            self.timings[name] = float(out.pop("_seconds"))
-            self.log(f"[{name}] loaded from {path} (finished earlier)")
-            return out
+        target = self.restart_from
+        restart = (bool(target) and (name == target or name.startswith(target + "."))
+                   or any(i in self.restarted for i in inputs))
+        if restart:
+            self.restarted.add(name)
+        stored = None if restart else self._load(path)
+        if stored is not None:
+            out, stored_settings = stored
+            if stored_settings == settings:
+                self.resumed.append(name)
+                self.timings[name] = float(out.pop("_seconds"))
+                self.log(f"[{name}] loaded from {path} (finished earlier)")
+                return out
+            changes = describe_changes(stored_settings, settings, self.config)
+            if not self.force:
+                raise StaleStageError(
+                    f"stage '{name}' of run {self.run_dir} was made with other settings "
+                    f"({changes}). Use a new --run NAME to keep both, or --force to recompute the "
+                    f"changed stages and everything downstream "
+                    f"(--restart-from {name} recomputes from this stage on).")
+            self.log(f"[{name}] settings changed ({changes}); recomputing (--force)")
         self.log(f"[{name}] running ...")
         start = time.perf_counter()
-        out = {k: np.asarray(v) for k, v in fn().items()}
+        self.current = settings
+        try:
+            out = {k: np.asarray(v) for k, v in fn().items()}
+        finally:
+            self.current = None
         seconds = time.perf_counter() - start
         buffer = io.BytesIO()
-        np.savez(buffer, _seconds=seconds, **out)
+        np.savez(buffer, _seconds=seconds, _settings=np.array(json.dumps(settings, sort_keys=True)),
+                 **out)
         atomic_write_bytes(path, buffer.getvalue())
+        self.recomputed.add(name)
         self.timings[name] = seconds
         self.log(f"[{name}] done in {seconds:.2f} s")
         return out
+
+    def _load(self, path: Path):
+        """(arrays, settings) of a stored stage, or None if there is none or it is unreadable."""
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                out = {k: data[k] for k in data.files}  # reads (and CRC-checks) every array
+            settings = json.loads(str(out.pop("_settings"))) if "_settings" in out else None
+        except Exception as error:  # noqa: BLE001 — any unreadable file is recomputed
+            self.log(f"[{path.stem}] stored file is unreadable ({type(error).__name__}: "
+                     f"{error}); recomputing")
+            return None
+        if settings is None:
+            settings = {"(settings)": "not recorded (made by an older pgx_jax)"}
+        return out, settings
 
     def timing_table(self) -> str:
         width = max(len(n) for n in self.timings) if self.timings else 5
@@ -76,6 +166,22 @@ class StageRunner:
             lines.append(f"{name.ljust(width)}  {seconds:7.2f}  {note}")
         lines.append(f"{'total'.ljust(width)}  {sum(self.timings.values()):7.2f}")
         return "\n".join(lines)
+
+
+def describe_changes(old: dict, new: dict, config=None, limit: int = 80) -> str:
+    """'--k: 3 → 2, --dim: 400 → 16': the settings that differ between two stage records (config
+    fields by their flag, other settings by name)."""
+    def short(value):
+        text = json.dumps(value)
+        return text if len(text) <= limit else text[:limit] + "…"
+
+    parts = []
+    for name in sorted(set(old) | set(new)):
+        if old.get(name, "(absent)") != new.get(name, "(absent)"):
+            label = flag(name) if hasattr(config, name) else name
+            parts.append(f"{label}: {short(old.get(name, '(absent)'))} → "
+                         f"{short(new.get(name, '(absent)'))}")
+    return ", ".join(parts)
 
 
 class UpdateBar:
@@ -130,7 +236,15 @@ def tree_from_arrays(arrays: dict, prefix: str, template):
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Runs an experiment's `main` from the command line and prints its total wall time."""
+    """Runs an experiment's `main` from the command line and prints its total wall time.
+
+    A `SettingError` (the user's mistake) prints one line, "error: ...", on stderr and exits with
+    status 2, as argparse does; any other exception is a bug and keeps its traceback.
+    """
     start = time.perf_counter()
-    main()
+    try:
+        main()
+    except SettingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"finished in {time.perf_counter() - start:.1f} s")

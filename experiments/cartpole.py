@@ -20,6 +20,7 @@ subset, U, the groups of all three methods, stage timings), affinity.png, theta_
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import jax
@@ -28,12 +29,21 @@ from flax import serialization
 
 import pgx_jax as pgx
 from experiments._pipeline import (
+    ESTIMATION_STAGES,
     METHODS,
     EstimationConfig,
     estimate_and_group,
+    family_settings,
+    finish_run,
     group_lists,
     parse_config,
     plot_affinity,
+    require,
+    require_ints,
+    require_numbers,
+    require_ppo_budget,
+    require_widths,
+    start_run,
 )
 from experiments._runner import (
     StageRunner,
@@ -65,11 +75,50 @@ class Config(EstimationConfig):
     collect_steps: int = 10_000  # per task, from 10 envs: a 20% holdout is the data of 2 envs
     out: str = "results/cartpole"
 
+    STAGE_NAMES = ("train", "evaluate", "features", "subsets", "estimate", "cluster")
+    COLLECT_ENVS = 10  # envs per task that collect the estimator's transitions
+
     def ppo(self) -> PPOConfig:
         return PPOConfig(steps_per_task=self.steps_per_task, num_envs=self.num_envs,
                          num_steps=self.num_steps, lr=self.lr, gamma=self.gamma,
                          gae_lambda=self.gae_lambda, hidden=self.hidden,
                          task_onehot=self.task_onehot)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.half_lengths)
+
+    def check(self) -> None:
+        self.check_family()
+        super().check()
+        require_ints(self, 1, "steps_per_task", "num_envs", "num_steps", "eval_envs",
+                     "collect_steps")
+        require_widths(self, "hidden")
+        require_numbers(self, 0, 1, "gamma", "gae_lambda")
+        require_numbers(self, 0, 1, "lr", open_low=True)
+        require_ppo_budget(self, "steps_per_task", "num_envs", self.ppo)
+        require(self.collect_steps % self.COLLECT_ENVS == 0,
+                f"--collect-steps must be a multiple of {self.COLLECT_ENVS} (the collecting envs "
+                f"per task), got {self.collect_steps}")
+        held = int(self.collect_steps * self.holdout)
+        require(self.holdout == 0 or 1 <= held < self.collect_steps,
+                f"--holdout {self.holdout} of --collect-steps {self.collect_steps} leaves "
+                f"{held} held-out samples per task; collect more or change --holdout")
+
+    def check_family(self) -> None:
+        require(all(math.isfinite(h) and h > 0 for h in self.half_lengths),
+                f"--half-lengths must be positive, got {list(self.half_lengths)}")
+
+
+# What each stage's results depend on: config fields (`uses`), earlier stages (`inputs`); the
+# task family is added to "train" (`family_settings`). The estimator's stages follow.
+PIPELINE_STAGES = {
+    "train": {"uses": ("seed", "steps_per_task", "num_envs", "num_steps", "lr", "gamma",
+                       "gae_lambda", "hidden", "task_onehot")},
+    "evaluate": {"uses": ("eval_envs",), "inputs": ("train",)},
+    "features": {"uses": ("collect_steps", "dim"), "inputs": ("train",)},
+    **ESTIMATION_STAGES,
+}
 
 
 def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> dict:
@@ -95,21 +144,24 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
         atomic_write_bytes(run_dir / "theta_star.msgpack", serialization.to_bytes(result.params))
         return {"curve": curve, **tree_to_arrays(result.params, "param")}
 
-    trained = stage("train", train_stage)
+    trained = stage("train", train_stage, **PIPELINE_STAGES["train"],
+                    extra=family_settings(family))
     params = tree_from_arrays(trained, "param", template)
 
     returns = stage("evaluate", lambda: {"returns": evaluate(
-        agent, params, family, keys[1], num_envs=config.eval_envs, max_steps=500)})["returns"]
+        agent, params, family, keys[1], num_envs=config.eval_envs, max_steps=500)},
+        **PIPELINE_STAGES["evaluate"])["returns"]
     print("θ* mean return per task: " + " ".join(f"{r:.0f}" for r in returns)
           + f"  (mean {returns.mean():.1f})")
 
     def features_stage():
-        batch = collect_transitions(agent, params, family, keys[2], steps_per_task=config.collect_steps)
+        batch = collect_transitions(agent, params, family, keys[2], steps_per_task=config.collect_steps,
+                                    num_envs=config.COLLECT_ENVS)
         feats = pgx.gradient_features(agent.actor.log_prob, params["actor"], batch, keys[3],
                                       dim=config.dim)
         return {"z": feats.z, "y": feats.y, "w": feats.w, "task": feats.task}
 
-    f = stage("features", features_stage)
+    f = stage("features", features_stage, **PIPELINE_STAGES["features"])
     feats = pgx.Features(z=f["z"], y=f["y"], w=f["w"], task=f["task"])
     clusters = estimate_and_group(stage, feats, family.num_tasks, keys[4], config)
     return {"family": family, "agent": agent, "ppo": ppo, "params": params, "returns": returns,
@@ -120,9 +172,8 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
 def main(argv=None) -> dict:
     config = parse_config(Config, argv, __doc__.split("\n")[0])
     run_dir = Path(config.out) / config.run
-    atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
     print(f"pgx_jax CartPole -> {run_dir}")
-    stage = StageRunner(run_dir)
+    stage = start_run(run_dir, config)
     out = pipeline(config, stage, run_dir)
     family, returns, clusters = out["family"], out["returns"], out["clusters"]
 
@@ -146,6 +197,7 @@ def main(argv=None) -> dict:
         "stage_seconds": stage.timings,
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
+    finish_run(stage)
     atomic_write_bytes(run_dir / "affinity.png", plot_affinity(
         clusters["U"], clusters["ours"], [n.replace("half_length=", "L/2=") for n in names],
         f"CartPole: estimated task affinity, k={config.k}"))

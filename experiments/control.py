@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -34,9 +35,18 @@ import jax
 import numpy as np
 
 from experiments import cartpole
-from experiments._pipeline import METHODS, group_lists, parse_config
+from experiments._pipeline import (
+    METHODS,
+    as_setting_error,
+    finish_run,
+    group_lists,
+    parse_config,
+    require,
+    require_ints,
+    require_numbers,
+    start_run,
+)
 from experiments._runner import (
-    StageRunner,
     UpdateBar,
     atomic_write_bytes,
     atomic_write_json,
@@ -120,12 +130,45 @@ class Config(cartpole.Config):
     outer_lr: float = 1e-3
     out: str = "results/control"
 
+    STAGE_NAMES = cartpole.Config.STAGE_NAMES + ("targets", "adapt")
+
+    @property
+    def num_tasks(self) -> int:
+        return len(ENVS[self.env].sources(self))
+
+    def check(self) -> None:
+        require(self.env in ENVS, f"--env must be one of {', '.join(sorted(ENVS))}, got {self.env!r}")
+        super().check()
+        require_ints(self, 1, "seeds", "targets", "maml_outer_steps", "maml_envs")
+        require_ints(self, 0, "adapt_steps", "maml_horizon")
+        require(self.maml_init in ("theta_star", "random"),
+                f"--maml-init must be 'theta_star' or 'random', got {self.maml_init!r}")
+        require_numbers(self, 0, math.inf, "inner_lr")
+        require_numbers(self, 0, math.inf, "outer_lr", open_low=True)
+        with as_setting_error("inner_lr", "outer_lr", "maml_envs", "maml_horizon", "k"):
+            self.maml()
+
+    def check_family(self) -> None:
+        source_flag = {"cartpole": "half_lengths", "highway": "densities",
+                       "lunarlander": "gravities"}[self.env]
+        with as_setting_error(source_flag):
+            ENVS[self.env].family(ENVS[self.env].sources(self))
+
     def maml(self) -> MAMLConfig:
         # meta batch = k for every variant: all sources sample k of their tasks per outer step.
         return MAMLConfig(inner_lr=self.inner_lr, outer_lr=self.outer_lr, num_envs=self.maml_envs,
                           num_steps=self.maml_horizon or ENVS[self.env].maml_horizon,
                           meta_batch_size=self.k, num_outer_steps=self.maml_outer_steps,
                           hidden=self.hidden)
+
+
+STAGES = {
+    "targets": {"uses": ("seed", "env", "targets")},
+    # every MAML variant of one seed (the seed is in the stage's name)
+    "adapt": {"uses": ("maml_init", "inner_lr", "outer_lr", "maml_envs", "maml_horizon",
+                       "maml_outer_steps", "adapt_steps"),
+              "inputs": ("train", "cluster", "targets")},
+}
 
 
 def training_sets(clusters: dict, num_tasks: int, k: int, rng: np.random.Generator) -> dict:
@@ -166,26 +209,16 @@ def plot_adaptation(curves: dict) -> bytes:
 def main(argv=None) -> dict:
     config = parse_config(Config, argv, __doc__.split("\n")[0],
                           defaults_by_env={name: env.defaults for name, env in ENVS.items()})
-    if config.env not in ENVS:
-        raise ValueError(f"--env {config.env!r} is not available; choices: {sorted(ENVS)}")
-    for name in ("seeds", "targets", "maml_outer_steps", "maml_envs"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    if config.adapt_steps < 0 or config.maml_horizon < 0:
-        raise ValueError("--adapt-steps and --maml-horizon must be >= 0")
-    if config.maml_init not in ("theta_star", "random"):
-        raise ValueError(f"--maml-init must be 'theta_star' or 'random', got {config.maml_init!r}")
     make_family, source_params, sample_targets, *_ = ENVS[config.env]
     sources = source_params(config)
     run_dir = Path(config.out) / config.env / config.run
-    atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
     print(f"pgx_jax meta-RL ({config.env}) -> {run_dir}")
-    stage = StageRunner(run_dir)
+    stage = start_run(run_dir, config)
     family = make_family(sources)
     out = cartpole.pipeline(config, stage, run_dir, family=family)
     clusters = out["clusters"]
     targets = stage("targets", lambda: {"params": sample_targets(
-        np.random.default_rng(config.seed + 100), config.targets)})["params"]
+        np.random.default_rng(config.seed + 100), config.targets)}, **STAGES["targets"])["params"]
     target_family = make_family(targets)
     maml = config.maml()
     evaluate = jax.jit(make_adapt_eval(maml, target_family), static_argnames="adapt_steps")
@@ -217,7 +250,8 @@ def main(argv=None) -> dict:
                 returns = evaluate(key_eval, params, target_ids, adapt_steps=config.adapt_steps)
                 return {"returns": returns}
 
-            curves[name].append(stage(f"adapt.{name}.seed{seed}", run)["returns"].mean(0))
+            curves[name].append(stage(f"adapt.{name}.seed{seed}", run,
+                                      **STAGES["adapt"])["returns"].mean(0))
     curves = {name: np.stack(c) for name, c in curves.items()}  # [seeds, steps + 1]
     final = {name: c[:, -1] for name, c in curves.items()}
 
@@ -264,6 +298,7 @@ def main(argv=None) -> dict:
         "stage_seconds": stage.timings,
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
+    finish_run(stage)
     atomic_write_bytes(run_dir / "adaptation.png", plot_adaptation(curves))
     atomic_write_bytes(run_dir / "report.md", "\n".join(lines).encode())
     print("\n" + "\n".join(lines))

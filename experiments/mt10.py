@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import math
 import time
 from pathlib import Path
 
@@ -40,18 +42,29 @@ from flax import serialization
 import pgx_jax as pgx
 from experiments import _mt10_downstream
 from experiments._pipeline import (
+    ESTIMATION_STAGES,
     METHODS,
     EstimationConfig,
+    as_setting_error,
     estimate_and_group,
+    finish_run,
     group_lists,
     parse_config,
     plot_affinity,
+    require,
+    require_ints,
+    require_numbers,
+    require_ppo_budget,
+    require_widths,
+    start_run,
 )
 from experiments._runner import (
-    StageRunner,
+    SettingError,
+    StaleStageError,
     UpdateBar,
     atomic_write_bytes,
     atomic_write_json,
+    describe_changes,
     run_cli,
     tree_from_arrays,
     tree_to_arrays,
@@ -122,21 +135,71 @@ class Config(EstimationConfig):
         return MetaWorldFamily(names=self.tasks, envs_per_task=self.envs_per_task, seed=self.seed,
                                vector_strategy=self.vector_strategy)
 
+    # Flags that steer the run without changing a stage's result (sync and async step the same
+    # episodes; checkpoints only save progress); and the stages --restart-from accepts.
+    RUN_CONTROL = EstimationConfig.RUN_CONTROL + ("vector_strategy", "checkpoint_every")
+    STAGE_NAMES = ("train", "evaluate", "features", "subsets", "estimate", "cluster", "groups",
+                   "sac")
 
-def resolve_preset(config: Config) -> Config:
-    if config.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {config.preset!r}")
-    config = dataclasses.replace(config, **{
-        name: value for name, value in PRESETS[config.preset].items()
-        if getattr(config, name) == 0})
-    if config.collect_steps % config.envs_per_task:
-        raise ValueError("--collect-steps must be a multiple of --envs-per-task")
-    if config.eval_episodes < 1 or config.checkpoint_every < 1:
-        raise ValueError("--eval-episodes and --checkpoint-every must be >= 1")
-    if config.downstream:  # bad SAC settings fail now, not after meta-training
-        for network in (config.sac_network, *_mt10_downstream.BASELINES.values()):
-            _mt10_downstream.sac_config(config, network)
-    return config
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    def resolved(self) -> "Config":
+        """The preset's values in the fields left at 0."""
+        require(self.preset in PRESETS,
+                f"--preset must be one of {', '.join(sorted(PRESETS))}, got {self.preset!r}")
+        return dataclasses.replace(self, **{
+            name: value for name, value in PRESETS[self.preset].items()
+            if getattr(self, name) == 0})
+
+    def check(self) -> None:
+        require(len(set(self.tasks)) == len(self.tasks), f"--tasks repeat a task: {list(self.tasks)}")
+        require_ints(self, 1, "envs_per_task")
+        with as_setting_error("vector_strategy"):
+            family = self.family()
+        try:
+            family.check_available()
+        except ImportError as error:
+            raise SettingError(str(error)) from None
+        except ValueError as error:
+            raise SettingError(f"--tasks: {error}") from None
+        super().check()
+        require_ints(self, 1, "envs_per_task", "num_steps", "update_epochs", "num_minibatches",
+                     "eval_episodes", "collect_steps", "checkpoint_every")
+        require(self.collect_steps % self.envs_per_task == 0,
+                f"--collect-steps ({self.collect_steps}) must be a multiple of --envs-per-task "
+                f"({self.envs_per_task})")
+        require_widths(self, "hidden")
+        require_numbers(self, 0, 1, "gamma", "gae_lambda")
+        require_numbers(self, 0, 1, "lr", open_low=True)
+        require_numbers(self, 0, math.inf, "ent_coef")
+        require_ppo_budget(self, "steps_per_task", "envs_per_task", self.ppo, "num_minibatches")
+        if self.downstream:  # bad SAC settings fail now, not after meta-training
+            require_ints(self, 1, "sac_steps_per_task", "sac_seeds", "sac_batch_size")
+            require_ints(self, 0, "sac_learning_starts")
+            require_widths(self, "sac_hidden")
+            require(self.sac_learning_starts < self.sac_steps_per_task,
+                    f"--sac-steps-per-task ({self.sac_steps_per_task}) must exceed the replay "
+                    f"warm-up --sac-learning-starts ({self.sac_learning_starts})")
+            require(all(isinstance(k, int) and 0 <= k <= self.num_tasks for k in self.sweep_k),
+                    f"--sweep-k values must lie in [1, {self.num_tasks}] (0 = none), got "
+                    f"{list(self.sweep_k)}")
+            for network in (self.sac_network, *_mt10_downstream.BASELINES.values()):
+                with as_setting_error("sac_network", "sac_hidden", "softmod_layers",
+                                      "softmod_modules", "softmod_width", "sac_batch_size",
+                                      "sac_buffer_size"):
+                    _mt10_downstream.sac_config(self, network)
+
+
+STAGES = {
+    "train": {"uses": ("seed", "tasks", "steps_per_task", "envs_per_task", "num_steps",
+                       "update_epochs", "num_minibatches", "lr", "gamma", "gae_lambda",
+                       "ent_coef", "hidden")},
+    "evaluate": {"uses": ("eval_episodes",), "inputs": ("train",)},
+    "features": {"uses": ("collect_steps", "dim"), "inputs": ("train",)},
+    **ESTIMATION_STAGES,
+}
 
 
 def measure_env_speed(envs, steps: int = 20) -> float:
@@ -177,25 +240,48 @@ def plot_learning(metrics: dict, steps_per_update: int, names) -> bytes:
 EVALUATE_STREAM, COLLECT_STREAM = 1_000_000, 1_000_001
 
 
-def train_stage(config: Config, agent, family: MetaWorldFamily, run_dir: Path, key) -> dict:
-    """Host PPO with checkpoints: resumes from checkpoints/train.msgpack when it exists."""
+def load_checkpoint(path: Path, settings: dict, state: HostTrainState, config: Config):
+    """(state, metrics) from the meta-training checkpoint at `path`, or (state, None) when there
+    is none, it is unreadable, or (with `config.force`) it was made with other settings; without
+    `--force` a checkpoint of other settings is a `StaleStageError`."""
+    if not path.exists():
+        return state, None
+    try:
+        saved = serialization.msgpack_restore(path.read_bytes())
+        stored = json.loads(saved.get("settings", "null"))
+        restored = serialization.from_state_dict(
+            state.replace(key=jax.random.key_data(state.key)), saved["state"])
+    except Exception as error:  # noqa: BLE001 — an unreadable checkpoint is started over
+        print(f"checkpoint {path} is unreadable ({type(error).__name__}); training from scratch")
+        return state, None
+    if stored != settings:
+        changes = describe_changes(stored or {"(settings)": "not recorded"}, settings, config)
+        if not config.force:
+            raise StaleStageError(
+                f"the meta-training checkpoint {path} was made with other settings ({changes}). "
+                "Use a new --run NAME, or --force to train from scratch with these settings.")
+        print(f"checkpoint {path} has other settings ({changes}); training from scratch (--force)")
+        return state, None
+    restored = restored.replace(key=jax.random.wrap_key_data(restored.key))
+    print(f"resuming meta-training from {path} (update {int(restored.update)})")
+    return restored, {name: list(values) for name, values in saved["metrics"].items()}
+
+
+def train_stage(config: Config, agent, family: MetaWorldFamily, run_dir: Path, key,
+                settings: dict) -> dict:
+    """Host PPO with checkpoints: resumes from checkpoints/train.msgpack when it exists and was
+    made with the same `settings` (the train stage's)."""
     ppo = config.ppo()
     path = run_dir / "checkpoints" / "train.msgpack"
-    state = init_host_train(agent, ppo, family.num_tasks, family.obs_dim, key)
-    metrics = None
-    if path.exists():
-        saved = serialization.msgpack_restore(path.read_bytes())
-        state = serialization.from_state_dict(
-            state.replace(key=jax.random.key_data(state.key)), saved["state"])
-        state = state.replace(key=jax.random.wrap_key_data(state.key))
-        metrics = {name: list(values) for name, values in saved["metrics"].items()}
-        print(f"resuming meta-training from {path} (update {int(state.update)})")
+    state, metrics = load_checkpoint(
+        path, settings, init_host_train(agent, ppo, family.num_tasks, family.obs_dim, key), config)
 
     def checkpoint(state: HostTrainState, metrics: dict) -> None:
         stacked = {name: np.asarray(values) for name, values in metrics.items()}
         raw_key = state.replace(key=jax.random.key_data(state.key))  # typed keys don't serialize
         atomic_write_bytes(path, serialization.msgpack_serialize(
-            {"state": serialization.to_state_dict(raw_key), "metrics": stacked}))
+            {"state": serialization.to_state_dict(raw_key), "metrics": stacked,
+             "settings": json.dumps(settings, sort_keys=True)}))
 
     steps_per_update = family.num_tasks * ppo.num_envs * ppo.num_steps
     with family.make_envs(stream=int(state.update)) as envs:
@@ -220,9 +306,8 @@ def train_stage(config: Config, agent, family: MetaWorldFamily, run_dir: Path, k
 
 
 def main(argv=None) -> dict:
-    config = resolve_preset(parse_config(Config, argv, __doc__.split("\n")[0]))
+    config = parse_config(Config, argv, __doc__.split("\n")[0])
     run_dir = Path(config.out) / config.run
-    atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
     ppo, family = config.ppo(), config.family()
     names = list(family.names)
     agent = make_agent(family, ppo)
@@ -231,8 +316,9 @@ def main(argv=None) -> dict:
           f"{family.num_tasks * ppo.num_envs * ppo.num_steps} steps "
           f"(jax {jax.__version__} on {jax.devices()[0].platform})")
     keys = jax.random.split(jax.random.key(config.seed), 5)
-    stage = StageRunner(run_dir)
-    trained = stage("train", lambda: train_stage(config, agent, family, run_dir, keys[0]))
+    stage = start_run(run_dir, config)
+    trained = stage("train", lambda: train_stage(config, agent, family, run_dir, keys[0],
+                                                 stage.current), **STAGES["train"])
     template = init_host_train(agent, ppo, family.num_tasks, family.obs_dim, keys[0])
     params = tree_from_arrays(trained, "param", template.params)
     obs_moments = tree_from_arrays(trained, "obs_moments", template.obs_moments)
@@ -247,7 +333,7 @@ def main(argv=None) -> dict:
                                                 max_episode_steps=family.max_episode_steps)
         return {"success": success, "returns": returns}
 
-    evaluated = stage("evaluate", evaluate_stage)
+    evaluated = stage("evaluate", evaluate_stage, **STAGES["evaluate"])
     print("θ* success per task: " + " ".join(f"{s:.2f}" for s in evaluated["success"])
           + f"  (mean {evaluated['success'].mean():.2f})")
 
@@ -260,7 +346,7 @@ def main(argv=None) -> dict:
                                       dim=config.dim)
         return {"z": feats.z, "y": feats.y, "w": feats.w, "task": feats.task}
 
-    f = stage("features", features_stage)
+    f = stage("features", features_stage, **STAGES["features"])
     feats = pgx.Features(z=f["z"], y=f["y"], w=f["w"], task=f["task"])
     clusters = estimate_and_group(stage, feats, family.num_tasks, keys[4], config)
 
@@ -325,6 +411,7 @@ def main(argv=None) -> dict:
         lines += downstream_lines + [""]
     lines += ["## Stage timings (s)", "", stage.timing_table(), ""]
     atomic_write_json(run_dir / "metrics.json", metrics)
+    finish_run(stage)
     atomic_write_bytes(run_dir / "affinity.png", plot_affinity(
         clusters["U"], clusters["ours"], names, f"MT10: estimated task affinity, k={config.k}"))
     atomic_write_bytes(run_dir / "learning.png", plot_learning(curve, steps_per_update, names))

@@ -20,14 +20,19 @@ import jax
 
 import pgx_jax as pgx
 from experiments._pipeline import (
+    ESTIMATION_STAGES,
     METHODS,
     EstimationConfig,
     estimate_and_group,
+    finish_run,
     group_lists,
     parse_config,
     plot_affinity,
+    require,
+    require_ints,
+    start_run,
 )
-from experiments._runner import StageRunner, atomic_write_bytes, atomic_write_json, run_cli
+from experiments._runner import atomic_write_bytes, atomic_write_json, run_cli
 from pgx_jax.synthetic import planted_groups, policy_gradient_batch
 
 
@@ -38,13 +43,33 @@ class Config(EstimationConfig):
     samples_per_task: int = 2048
     out: str = "results/synthetic"
 
+    STAGE_NAMES = ("features", "subsets", "estimate", "cluster")
+
+    @property
+    def num_tasks(self) -> int:
+        return self.tasks
+
+    def check(self) -> None:
+        require_ints(self, 2, "tasks")
+        super().check()
+        require_ints(self, 1, "planted")
+        require(self.planted <= self.tasks, f"--planted must be <= --tasks ({self.tasks}), got "
+                                            f"{self.planted}")
+        require_ints(self, 2, "samples_per_task")
+
+
+STAGES = {
+    # the planted tasks and their batch are drawn from the seed
+    "features": {"uses": ("seed", "tasks", "planted", "samples_per_task", "dim")},
+    **ESTIMATION_STAGES,
+}
+
 
 def main(argv=None) -> dict:
     config = parse_config(Config, argv, __doc__.split("\n")[0])
     run_dir = Path(config.out) / config.run
-    atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
     print(f"pgx_jax synthetic demo -> {run_dir}  (jax {jax.__version__} on {jax.devices()[0].platform})")
-    stage = StageRunner(run_dir)
+    stage = start_run(run_dir, config)
     keys = jax.random.split(jax.random.key(config.seed), 5)
     truth = planted_groups(config.tasks, config.planted)
     policy, params, batch = policy_gradient_batch(keys[0], truth, config.samples_per_task)
@@ -53,7 +78,7 @@ def main(argv=None) -> dict:
         feats = pgx.gradient_features(policy.log_prob, params, batch, keys[1], dim=config.dim)
         return {"z": feats.z, "y": feats.y, "w": feats.w, "task": feats.task}
 
-    f = stage("features", features_stage)
+    f = stage("features", features_stage, **STAGES["features"])
     feats = pgx.Features(z=f["z"], y=f["y"], w=f["w"], task=f["task"])
     clusters = estimate_and_group(stage, feats, config.tasks, keys[2], config)
     metrics = {
@@ -70,6 +95,7 @@ def main(argv=None) -> dict:
         "stage_seconds": stage.timings,
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
+    finish_run(stage)
     atomic_write_bytes(
         run_dir / "affinity.png",
         plot_affinity(clusters["U"], clusters["ours"], [f"T{i}" for i in range(config.tasks)],

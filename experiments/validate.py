@@ -49,9 +49,19 @@ from experiments._generalization import (
     subset_size_sweep,
     training_curve,
 )
-from experiments._pipeline import METHODS, cost_flops, group_lists, parse_config
+from experiments._pipeline import (
+    METHODS,
+    cost_flops,
+    finish_run,
+    group_lists,
+    parse_config,
+    require,
+    require_ints,
+    require_numbers,
+    require_ppo_budget,
+    start_run,
+)
 from experiments._runner import (
-    StageRunner,
     UpdateBar,
     atomic_write_bytes,
     atomic_write_json,
@@ -91,11 +101,60 @@ class Config(cartpole.Config):
     hessian_products: int = 30  # Hessian-vector products per trace estimate
     out: str = "results/validate"
 
+    STAGE_NAMES = cartpole.Config.STAGE_NAMES + (
+        "ground_truth", "truth_cluster", "table1", "ablations", "generalization", "cost")
+    ENVS = ("cartpole",)
+
+    def check(self) -> None:
+        require(self.env in self.ENVS, f"--env must be one of {', '.join(self.ENVS)}, got {self.env!r}")
+        super().check()
+        n = self.num_tasks
+        require_ints(self, 1, "finetune_steps", "finetune_envs", "eval_envs", "table1_subsets",
+                     "ablation_repeats", "hessian_collect_steps", "hessian_steps",
+                     "hessian_checkpoints", "hessian_products")
+        require_ints(self, 2, "truth_seeds")
+        require_numbers(self, 0, 1, "finetune_lr", open_low=True)
+        require_ppo_budget(self, "finetune_steps", "finetune_envs", self.finetune)
+        require(1 <= self.table1_subset_size <= n,
+                f"--table1-subset-size must lie in [1, {n}] (the family has {n} tasks), got "
+                f"{self.table1_subset_size}")
+        require(self.hessian_steps % self.hessian_checkpoints == 0,
+                f"--hessian-checkpoints ({self.hessian_checkpoints}) must divide --hessian-steps "
+                f"({self.hessian_steps})")
+        require(self.hessian_collect_steps % self.COLLECT_ENVS == 0,
+                f"--hessian-collect-steps must be a multiple of {self.COLLECT_ENVS}, got "
+                f"{self.hessian_collect_steps}")
+        require(all(isinstance(d, int) and d >= 1 for d in self.ablation_dims),
+                f"--ablation-dims must be positive, got {list(self.ablation_dims)}")
+        require(all(isinstance(a, int) and 2 <= a <= n for a in self.ablation_sizes),
+                f"--ablation-sizes must lie in [2, {n}], got {list(self.ablation_sizes)}")
+        require(all(isinstance(m, int) and m >= 1 for m in self.ablation_subsets),
+                f"--ablation-subsets must be positive, got {list(self.ablation_subsets)}")
+
     def finetune(self) -> PPOConfig:
         return PPOConfig(steps_per_task=self.finetune_steps, num_envs=self.finetune_envs,
                          num_steps=self.num_steps, lr=self.finetune_lr, gamma=self.gamma,
                          gae_lambda=self.gae_lambda, hidden=self.hidden,
                          task_onehot=self.task_onehot)
+
+
+# What each stage after the estimator's depends on (see cartpole.PIPELINE_STAGES).
+STAGES = {
+    "ground_truth": {"uses": ("finetune_steps", "finetune_lr", "finetune_envs", "truth_seeds",
+                              "eval_envs", "collect_steps", "holdout"),
+                     "inputs": ("train", "subsets")},
+    "truth_cluster": {"uses": ("k",), "inputs": ("ground_truth",)},
+    "table1": {"uses": ("table1_subsets", "table1_subset_size", "finetune_steps", "finetune_lr",
+                        "finetune_envs", "collect_steps"),
+               "inputs": ("train",)},
+    "ablations": {"uses": ("ablation_dims", "ablation_sizes", "ablation_subsets",
+                           "ablation_repeats"),
+                  "inputs": ("cluster", "truth_cluster")},
+    "generalization": {"uses": ("hessian_collect_steps", "hessian_steps", "hessian_checkpoints",
+                                "hessian_products"),
+                       "inputs": ("cluster",)},
+    "cost": {"uses": ("eval_envs",), "inputs": ("cluster", "ground_truth")},
+}
 
 
 def plot_scatter(estimate, truth) -> bytes:
@@ -185,9 +244,6 @@ def first_order_table(config: Config, out: dict) -> dict:
     each distance of TABLE1_DISTANCES. Errors are measured on fresh transitions at θ*.
     """
     family, agent, star = out["family"], out["agent"], out["params"]
-    if not 1 <= config.table1_subset_size <= family.num_tasks:
-        raise ValueError(f"--table1-subset-size must lie in [1, {family.num_tasks}] (the number of "
-                         f"tasks), got {config.table1_subset_size}")
     key_subsets, key_train, key_batch = jax.random.split(jax.random.key(config.seed + 3), 3)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key_subsets))[-1])
     subsets = np.zeros((config.table1_subsets, family.num_tasks), bool)
@@ -420,16 +476,9 @@ def generalization_lines(result: dict) -> list[str]:
 
 def main(argv=None) -> dict:
     config = parse_config(Config, argv, __doc__.split("\n")[0])
-    if config.env != "cartpole":
-        raise ValueError(f"--env {config.env!r} is not available yet; choices: cartpole")
-    if config.ablation_repeats < 1:
-        raise ValueError(f"--ablation-repeats must be at least 1, got {config.ablation_repeats}")
-    if config.truth_seeds < 2:
-        raise ValueError(f"--truth-seeds must be at least 2 (the truth is checked against itself), got {config.truth_seeds}")
     run_dir = Path(config.out) / config.env / config.run
-    atomic_write_json(run_dir / "config.json", dataclasses.asdict(config))
     print(f"pgx_jax validation ({config.env}) -> {run_dir}")
-    stage = StageRunner(run_dir)
+    stage = start_run(run_dir, config)
     out = cartpole.pipeline(config, stage, run_dir)
     family, agent, star = out["family"], out["agent"], out["params"]
     clusters, subsets = out["clusters"], out["clusters"]["subsets"]
@@ -459,7 +508,7 @@ def main(argv=None) -> dict:
             "relative_distance": result.relative_distance,
         }
 
-    truth = stage("ground_truth", ground_truth)
+    truth = stage("ground_truth", ground_truth, **STAGES["ground_truth"])
 
     def truth_cluster():
         half = config.truth_seeds // 2
@@ -471,7 +520,7 @@ def main(argv=None) -> dict:
                 groups[f"groups.{name}.{part}"] = pgx.cluster_tasks(U, config.k)
         return groups
 
-    truth_groups = stage("truth_cluster", truth_cluster)
+    truth_groups = stage("truth_cluster", truth_cluster, **STAGES["truth_cluster"])
     truth["groups"] = {name: truth_groups[f"groups.{name}.all"] for name in TRUTHS}
     results = {}
     half = config.truth_seeds // 2
@@ -483,10 +532,12 @@ def main(argv=None) -> dict:
         results[name]["self_spearman"] = pgx.spearman(truth[name][:, :half].mean(1),
                                                       truth[name][:, half:].mean(1))
     primary_f = truth[TRUTHS[0]].mean(1)
-    table1 = stage("table1", lambda: first_order_table(config, out))
+    table1 = stage("table1", lambda: first_order_table(config, out), **STAGES["table1"])
     ablation = stage("ablations", lambda: ablations(config, out, batch(), primary_f,
-                                                    truth["groups"][TRUTHS[0]]))
-    out["generalization"] = stage("generalization", lambda: generalization(config, out))
+                                                    truth["groups"][TRUTHS[0]]),
+                     **STAGES["ablations"])
+    out["generalization"] = stage("generalization", lambda: generalization(config, out),
+                                  **STAGES["generalization"])
 
     def cost():
         flops = cost_flops(agent, star, family, collect_steps=config.collect_steps, dim=config.dim,
@@ -496,7 +547,7 @@ def main(argv=None) -> dict:
         return {"estimation": flops["estimation_total"], "full": flops["full"],
                 **{f"estimation_{k}": v for k, v in flops["estimation"].items()}}
 
-    flops = stage("cost", cost)
+    flops = stage("cost", cost, **STAGES["cost"])
     metrics = {
         "vs_truth": results,
         "primary_truth": TRUTHS[0],
@@ -519,6 +570,7 @@ def main(argv=None) -> dict:
         "stage_seconds": stage.timings,
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
+    finish_run(stage)
     atomic_write_bytes(run_dir / "scatter.png", plot_scatter(clusters["scores"], primary_f))
     names = [n.replace("half_length=", "L/2=") for n in family.names]
     atomic_write_bytes(run_dir / "affinity.png",

@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 
 from experiments import control
+from experiments._runner import StaleStageError
 
 
 def test_tiny_control_run_writes_the_report(tmp_path):
@@ -27,3 +29,7 @@ def test_tiny_control_run_writes_the_report(tmp_path):
         curve = np.asarray(metrics["adaptation_curves"][name])
         assert curve.shape == (1, 3) and np.all(np.isfinite(curve)) and np.all(curve >= 0)
     assert "after adaptation" in (run_dir / "report.md").read_text()
+    with pytest.raises(StaleStageError, match=r"stage 'adapt\.ours\.seed0' .*--adapt-steps: 2 → 3"):
+        control.main(argv + ["--adapt-steps", "3"])
+    with pytest.raises(StaleStageError, match="stage 'targets' .*--targets: 2 → 3"):
+        control.main(argv + ["--targets", "3"])

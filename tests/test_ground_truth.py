@@ -68,8 +68,9 @@ def test_subset_members_validation():
                           seeds=0)
 
 
-def test_tiny_validation_run_writes_the_report(tmp_path):
+def test_tiny_validation_run_writes_the_report(tmp_path, capsys):
     from experiments import validate
+    from experiments._runner import StaleStageError
 
     argv = ["--run", "tiny", "--out", str(tmp_path), "--half-lengths", "0.3", "0.6", "1.2", "2.0",
             "--steps-per-task", "1024", "--num-envs", "2", "--eval-envs", "2", "--collect-steps", "100",
@@ -97,3 +98,12 @@ def test_tiny_validation_run_writes_the_report(tmp_path):
     # Resuming loads every stage and gives the same numbers.
     again = validate.main(argv)
     assert again["vs_truth"]["gain"]["nmi"] == metrics["vs_truth"]["gain"]["nmi"]
+    # A changed fine-tuning setting stops at the ground truth; a changed estimator setting, with
+    # --force, recomputes the estimate and what reads it, never the ground truth.
+    with pytest.raises(StaleStageError, match="stage 'ground_truth' .*--finetune-lr: 0.0001 → 0.001"):
+        validate.main(argv + ["--finetune-lr", "1e-3"])
+    capsys.readouterr()
+    validate.main(argv + ["--l2", "0.1", "--force"])
+    ran = {line.split("]")[0][1:] for line in capsys.readouterr().out.splitlines()
+           if line.endswith("running ...")}
+    assert ran == {"estimate", "cluster", "ablations", "generalization", "cost"}

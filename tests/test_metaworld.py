@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments._runner import StaleStageError
 from pgx_jax.envs.metaworld import MetaWorldFamily
 from pgx_jax.rl.host import (
     RewardScaler,
@@ -202,6 +203,9 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
         mt10.main(argv)
     assert not (run_dir / "stages" / "train.npz").exists()
     monkeypatch.setattr(mt10.UpdateBar, "__call__", report_progress)
+    # The checkpoint belongs to its settings: another learning rate does not pick it up.
+    with pytest.raises(StaleStageError, match=r"checkpoint .*--lr: 0.0003 → 0.001"):
+        mt10.main(argv + ["--lr", "1e-3"])
     capsys.readouterr()
     metrics = mt10.main(argv)
     assert "resuming meta-training" in capsys.readouterr().out
@@ -234,3 +238,9 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
     assert "sac.tasks_0_1_2.seed0.npz" in trained_groups
     for method in ("gradient_similarity", "random"):
         np.testing.assert_array_equal(success[f"{method}.k1"], success["ours.k1"])
+    # Another network for the groups makes their stored SAC stages stale (not the baselines').
+    with pytest.raises(StaleStageError, match=r"stage 'sac\.tasks_.*network: \"softmod\" → \"mlp\""):
+        mt10.main(argv + [
+            "--downstream", "--sac-steps-per-task", "200", "--sac-learning-starts", "100",
+            "--sac-hidden", "8", "--softmod-width", "8", "--sac-batch-size", "16", "--sweep-k", "1",
+            "--sac-network", "mlp"])

@@ -89,6 +89,14 @@ class MetaWorldFamily:
                              f"got {ids.tolist()}")
         return dataclasses.replace(self, names=tuple(self.names[i] for i in ids))
 
+    def check_available(self) -> None:
+        """Raises ImportError if Meta-World is not installed, ValueError for unknown task names
+        (without starting any env)."""
+        _import_metaworld()
+        unknown = sorted(set(self.names) - set(_known_tasks()))
+        if unknown:
+            raise ValueError(f"unknown Meta-World tasks {unknown}; e.g. {MT10_TASKS[:3]}")
+
     def make_envs(self, stream: int = 0) -> "HostEnvs":
         """Starts the vector env (a few seconds: MuJoCo models are compiled per env).
 
@@ -106,10 +114,8 @@ class HostEnvs:
     """
 
     def __init__(self, family: MetaWorldFamily, stream: int = 0):
+        family.check_available()
         gymnasium = _import_metaworld()
-        unknown = sorted(set(family.names) - set(_known_tasks()))
-        if unknown:
-            raise ValueError(f"unknown Meta-World tasks {unknown}; e.g. {MT10_TASKS[:3]}")
         self.family = family
         self.shape = (family.num_tasks, family.envs_per_task)
         # Meta-World seeds env i of the list with seed + i (its goal variations and its
