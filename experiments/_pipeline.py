@@ -18,6 +18,14 @@ from pgx_jax.subsets import min_num_subsets
 from pgx_jax.surrogate import subset_scores
 
 METHODS = ("ours", "gradient_similarity", "random")
+TASK_EFFECTS = ("keep", "remove")
+
+
+def affinity_of(subsets, scores, task_effects: str):
+    """eq. (5) of the scores, after removing their per-task main effects if asked: f32[n, n]."""
+    if task_effects == "remove":
+        scores = pgx.remove_task_effects(subsets, scores)
+    return pgx.affinity_matrix(subsets, scores)
 
 
 def parse_config(config_cls, argv=None, description: str = "", defaults_by_env=None):
@@ -35,7 +43,9 @@ def parse_config(config_cls, argv=None, description: str = "", defaults_by_env=N
         pre = argparse.ArgumentParser(add_help=False)
         pre.add_argument("--env", default=defaults.env)
         env = pre.parse_known_args(argv)[0].env
-        defaults = dataclasses.replace(defaults, **defaults_by_env.get(env, {}))
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        defaults = dataclasses.replace(defaults, **{
+            name: value for name, value in defaults_by_env.get(env, {}).items() if name in fields})
     parser = argparse.ArgumentParser(description=description)
     for field in dataclasses.fields(config_cls):
         flag_name = flag(field.name)
@@ -126,6 +136,9 @@ class EstimationConfig:
     # −0.11; experiments.validate), the train gain in both (0.79, 0.78): each task's held-out
     # share is the data of 2 envs, a few correlated episodes.
     score_on: str = "train"
+    # Per-task main effects of f̂ (and of the truth): "remove" fits f(S) ≈ c + mean_{i∈S} b_i and
+    # clusters the residuals (`pgx.remove_task_effects`); "keep" uses f̂ as eq. (5) has it.
+    task_effects: str = "keep"
     k: int = 3
     force: bool = False  # recompute stages whose stored settings differ from these
     restart_from: str = ""  # recompute this stage (or "prefix" of stages) and all downstream
@@ -165,6 +178,8 @@ class EstimationConfig:
         require(0 <= self.holdout < 1, f"--holdout must lie in [0, 1), got {self.holdout!r}")
         require(self.score_on in ("train", "heldout"),
                 f"--score-on must be 'train' or 'heldout', got {self.score_on!r}")
+        require(self.task_effects in TASK_EFFECTS,
+                f"--task-effects must be one of {', '.join(TASK_EFFECTS)}, got {self.task_effects!r}")
         require(self.score_on == "train" or self.holdout > 0,
                 "--score-on heldout needs --holdout > 0")
         require(not self.restart_from or any(self.restart_from == s for s in self.STAGE_NAMES),
@@ -197,7 +212,7 @@ def result_settings(config: EstimationConfig) -> dict:
 ESTIMATION_STAGES = {
     "subsets": {"uses": ("seed", "subsets", "subset_size")},
     "estimate": {"uses": ("l2", "holdout", "score_on"), "inputs": ("features", "subsets")},
-    "cluster": {"uses": ("k",), "inputs": ("estimate",)},  # random groups: seed, via subsets
+    "cluster": {"uses": ("task_effects", "k"), "inputs": ("estimate",)},  # random: seed, via subsets
 }
 
 
@@ -230,6 +245,10 @@ def estimate_and_group(stage: StageRunner, feats: pgx.Features, num_tasks: int, 
             "scores": subset_scores(solution, config.score_on),
             "train_scores": subset_scores(solution, "train"),
             "heldout_scores": subset_scores(solution, "heldout"),
+            # all four losses, so that every choice of score can be compared later
+            "train_loss": solution.train_loss,
+            "heldout_loss": solution.heldout_loss,
+            "train_loss_at_zero": solution.train_loss_at_zero,
             "heldout_loss_at_zero": solution.heldout_loss_at_zero,
             "iterations": solution.iterations,
             "grad_norm": solution.grad_norm,
@@ -238,7 +257,7 @@ def estimate_and_group(stage: StageRunner, feats: pgx.Features, num_tasks: int, 
     estimates = stage("estimate", estimate, **ESTIMATION_STAGES["estimate"])
 
     def cluster():
-        U = pgx.affinity_matrix(subsets, estimates["scores"])
+        U = affinity_of(subsets, estimates["scores"], config.task_effects)
         U_gradient = pgx.gradient_similarity_affinity(feats, num_tasks)
         return {
             "U": U,

@@ -11,6 +11,10 @@ trajectories) per task to score f̂ on, and the estimate's agreement with real f
 against 0.79 at 10,000;
 CartPole's network is small, so the extra samples cost little.
 
+`--env NAME` runs the same pipeline on any family of `pgx_jax.envs.registry.FAMILIES` (with its
+settings from the registry): lunarlander, highway, their multi-objective weightings, and the
+planted lunarlander-swapped.
+
 Writes results/cartpole/<run>/: config.json, metrics.json (per-task returns of θ*, f̂ of every
 subset, U, the groups of all three methods, stage timings), affinity.png, theta_star.msgpack
 (the meta-policy's agent params, flax serialization) and stages/*.npz. Rerunning with the same
@@ -20,7 +24,6 @@ subset, U, the groups of all three methods, stage timings), affinity.png, theta_
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import jax
@@ -32,6 +35,7 @@ from experiments._pipeline import (
     ESTIMATION_STAGES,
     METHODS,
     EstimationConfig,
+    as_setting_error,
     estimate_and_group,
     family_settings,
     finish_run,
@@ -54,13 +58,18 @@ from experiments._runner import (
     tree_from_arrays,
     tree_to_arrays,
 )
-from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, cartpole_family
+from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, HIGHWAY_DENSITIES, LUNAR_LANDER_GRAVITIES
+from pgx_jax.envs.registry import FAMILIES, FamilySpec
 from pgx_jax.rl.ppo import PPOConfig, collect_transitions, evaluate, make_agent, make_train
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(EstimationConfig):
-    half_lengths: tuple = CARTPOLE_HALF_LENGTHS
+    # the task family (`pgx_jax.envs.registry.FAMILIES`) and the source flags of the physical ones
+    env: str = "cartpole"
+    half_lengths: tuple = CARTPOLE_HALF_LENGTHS  # cartpole
+    densities: tuple = HIGHWAY_DENSITIES  # highway
+    gravities: tuple = LUNAR_LANDER_GRAVITIES  # lunarlander
     # meta-training (PPO, per task)
     steps_per_task: int = 500_000
     num_envs: int = 8
@@ -84,9 +93,24 @@ class Config(EstimationConfig):
                          gae_lambda=self.gae_lambda, hidden=self.hidden,
                          task_onehot=self.task_onehot)
 
+    # The families these settings accept (experiments narrow it).
+    ENVS = tuple(FAMILIES)
+
+    @property
+    def spec(self) -> FamilySpec:
+        return FAMILIES[self.env]
+
+    def sources(self) -> tuple:
+        """The source tasks' parameters: the family's flag if it has one, else its fixed ones."""
+        flag_name = self.spec.source_flag
+        return getattr(self, flag_name) if flag_name else self.spec.sources
+
+    def make_family(self):
+        return self.spec.make(self.sources())
+
     @property
     def num_tasks(self) -> int:
-        return len(self.half_lengths)
+        return len(self.sources())
 
     def check(self) -> None:
         self.check_family()
@@ -106,9 +130,14 @@ class Config(EstimationConfig):
                 f"{held} held-out samples per task; collect more or change --holdout")
 
     def check_family(self) -> None:
-        require(all(math.isfinite(h) and h > 0 for h in self.half_lengths),
-                f"--half-lengths must be positive, got {list(self.half_lengths)}")
+        require(self.env in self.ENVS, f"--env must be one of {', '.join(self.ENVS)}, got "
+                                       f"{self.env!r}")
+        with as_setting_error(*filter(None, [self.spec.source_flag])):
+            self.make_family()
 
+
+# Per-family defaults of every experiment's settings (flags still win).
+ENV_DEFAULTS = {name: spec.defaults for name, spec in FAMILIES.items()}
 
 # What each stage's results depend on: config fields (`uses`), earlier stages (`inputs`); the
 # task family is added to "train" (`family_settings`). The estimator's stages follow.
@@ -121,12 +150,20 @@ PIPELINE_STAGES = {
 }
 
 
+def collect_at(config: Config, agent, params, family, key, steps_per_task: int):
+    """Transitions at `params` for the estimator, with GAE under θ*'s own γ and λ (the critic was
+    trained for them; another discount would give advantages of a different return)."""
+    return collect_transitions(agent, params, family, key, steps_per_task=steps_per_task,
+                               num_envs=config.COLLECT_ENVS, gamma=config.gamma,
+                               gae_lambda=config.gae_lambda)
+
+
 def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> dict:
     """θ* → returns → transitions → features → estimates → groups, as resumable stages.
 
-    `family` defaults to the CartPole family of `config.half_lengths`; any `TaskFamily` works.
+    `family` defaults to the config's (`--env` and its source flag); any `TaskFamily` works.
     """
-    family = cartpole_family(config.half_lengths) if family is None else family
+    family = config.make_family() if family is None else family
     ppo = config.ppo()
     agent = make_agent(family, ppo)
     print(f"{family.num_tasks} tasks ({family.names[0]}, ...); PPO: {ppo.num_updates} updates × "
@@ -155,8 +192,7 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
           + f"  (mean {returns.mean():.1f})")
 
     def features_stage():
-        batch = collect_transitions(agent, params, family, keys[2], steps_per_task=config.collect_steps,
-                                    num_envs=config.COLLECT_ENVS)
+        batch = collect_at(config, agent, params, family, keys[2], config.collect_steps)
         feats = pgx.gradient_features(agent.actor.log_prob, params["actor"], batch, keys[3],
                                       dim=config.dim)
         return {"z": feats.z, "y": feats.y, "w": feats.w, "task": feats.task}
@@ -170,9 +206,9 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
 
 
 def main(argv=None) -> dict:
-    config = parse_config(Config, argv, __doc__.split("\n")[0])
+    config = parse_config(Config, argv, __doc__.split("\n")[0], defaults_by_env=ENV_DEFAULTS)
     run_dir = Path(config.out) / config.run
-    print(f"pgx_jax CartPole -> {run_dir}")
+    print(f"pgx_jax {config.env} -> {run_dir}")
     stage = start_run(run_dir, config)
     out = pipeline(config, stage, run_dir)
     family, returns, clusters = out["family"], out["returns"], out["clusters"]
@@ -200,13 +236,12 @@ def main(argv=None) -> dict:
     finish_run(stage)
     atomic_write_bytes(run_dir / "affinity.png", plot_affinity(
         clusters["U"], clusters["ours"], [n.replace("half_length=", "L/2=") for n in names],
-        f"CartPole: estimated task affinity, k={config.k}"))
+        f"{config.env}: estimated task affinity, k={config.k}"))
 
-    print("\nGroups (pole half-lengths):")
+    print("\nGroups:")
     for m in METHODS:
         print(f"  {m:20s} " + "  ".join(
-            "{" + ", ".join(f"{config.half_lengths[i]:g}" for i in g) + "}"
-            for g in group_lists(clusters[m])))
+            "{" + ", ".join(names[i] for i in g) + "}" for g in group_lists(clusters[m])))
     print("\n" + stage.timing_table())
     print(f"\nwrote {run_dir}/metrics.json, affinity.png, theta_star.msgpack")
     return metrics

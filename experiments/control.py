@@ -29,7 +29,6 @@ import dataclasses
 import io
 import math
 from pathlib import Path
-from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -52,56 +51,9 @@ from experiments._runner import (
     atomic_write_json,
     run_cli,
 )
-from pgx_jax.envs import (
-    CARTPOLE_HALF_LENGTHS,
-    HIGHWAY_DENSITIES,
-    LUNAR_LANDER_GRAVITIES,
-    cartpole_family,
-    highway_family,
-    lunar_lander_family,
-)
+from pgx_jax.envs.registry import FAMILIES
 from pgx_jax.rl.maml import MAMLConfig, make_adapt_eval, make_meta_train
 
-class ControlEnv(NamedTuple):
-    """What `experiments.control` needs to know of an environment."""
-
-    family: Callable  # task parameters → TaskFamily
-    sources: Callable  # Config → the source tasks' parameters
-    sample_targets: Callable  # (rng, count) → unseen target parameters from the sources' range
-    maml_horizon: int  # steps per episode in MAML's batches
-    defaults: dict  # Config defaults for this env (its PPO settings for θ*); flags still win
-
-
-# CartPole's MAML horizon is 200, as the paper's returns suggest; highway's is its 30 s episode;
-# LunarLander's 400 steps leave the heuristic controller time to land. LunarLander's θ* uses the
-# usual LunarLander PPO settings (γ 0.999, λ 0.98, 2M steps per task): with CartPole's (γ 0.99,
-# 500k steps per task) θ*'s mean source return (the pipeline's stochastic evaluation) was −25, with
-# these 102 (greedy: 178). Highway's use highway-env's usual γ 0.9
-# and a budget its ~10k PPO steps/s here allow (greedy return 9.5 → 15.6 of 30 at 60k per task).
-ENVS = {
-    "cartpole": ControlEnv(
-        cartpole_family,
-        lambda config: config.half_lengths,
-        lambda rng, count: np.round(np.exp(rng.uniform(
-            np.log(min(CARTPOLE_HALF_LENGTHS)), np.log(max(CARTPOLE_HALF_LENGTHS)), count)), 4),
-        200,
-        {},
-    ),
-    "highway": ControlEnv(
-        highway_family,
-        lambda config: config.densities,
-        lambda rng, count: np.round(rng.uniform(min(HIGHWAY_DENSITIES), max(HIGHWAY_DENSITIES), count), 4),
-        30,
-        {"steps_per_task": 100_000, "num_envs": 32, "num_steps": 64, "lr": 3e-4, "gamma": 0.9},
-    ),
-    "lunarlander": ControlEnv(
-        lunar_lander_family,
-        lambda config: config.gravities,
-        lambda rng, count: np.round(rng.uniform(min(LUNAR_LANDER_GRAVITIES), max(LUNAR_LANDER_GRAVITIES), count), 3),
-        400,
-        {"steps_per_task": 2_000_000, "num_envs": 16, "lr": 3e-4, "gamma": 0.999, "gae_lambda": 0.98},
-    ),
-}
 # The paper's Table 2, control columns (mean adapted reward ± std over 5 runs).
 PAPER_TABLE2 = {
     "cartpole": {"multitask": "145.9 ± 9.0", "random": "144.1 ± 10.1",
@@ -116,28 +68,22 @@ SETS = ("ours", "gradient_similarity", "random", "all_sources", "multitask")
 
 @dataclasses.dataclass(frozen=True)
 class Config(cartpole.Config):
-    env: str = "cartpole"
     seeds: int = 5
     targets: int = 50
     adapt_steps: int = 20
     maml_outer_steps: int = 50
     maml_envs: int = 10  # episodes per support/query batch
-    maml_horizon: int = 0  # steps per episode in MAML's batches; 0 = the env's (see ENVS)
-    densities: tuple = HIGHWAY_DENSITIES  # highway's source tasks (cartpole: --half-lengths)
-    gravities: tuple = LUNAR_LANDER_GRAVITIES  # lunarlander's source tasks
+    maml_horizon: int = 0  # steps per episode in MAML's batches; 0 = the family's
     maml_init: str = "theta_star"  # or "random"
     inner_lr: float = 0.1
     outer_lr: float = 1e-3
     out: str = "results/control"
 
     STAGE_NAMES = cartpole.Config.STAGE_NAMES + ("targets", "adapt")
-
-    @property
-    def num_tasks(self) -> int:
-        return len(ENVS[self.env].sources(self))
+    # Families with a distribution of unseen targets (meta-RL needs one).
+    ENVS = tuple(name for name, spec in FAMILIES.items() if spec.sample_targets is not None)
 
     def check(self) -> None:
-        require(self.env in ENVS, f"--env must be one of {', '.join(sorted(ENVS))}, got {self.env!r}")
         super().check()
         require_ints(self, 1, "seeds", "targets", "maml_outer_steps", "maml_envs")
         require_ints(self, 0, "adapt_steps", "maml_horizon")
@@ -148,16 +94,10 @@ class Config(cartpole.Config):
         with as_setting_error("inner_lr", "outer_lr", "maml_envs", "maml_horizon", "k"):
             self.maml()
 
-    def check_family(self) -> None:
-        source_flag = {"cartpole": "half_lengths", "highway": "densities",
-                       "lunarlander": "gravities"}[self.env]
-        with as_setting_error(source_flag):
-            ENVS[self.env].family(ENVS[self.env].sources(self))
-
     def maml(self) -> MAMLConfig:
         # meta batch = k for every variant: all sources sample k of their tasks per outer step.
         return MAMLConfig(inner_lr=self.inner_lr, outer_lr=self.outer_lr, num_envs=self.maml_envs,
-                          num_steps=self.maml_horizon or ENVS[self.env].maml_horizon,
+                          num_steps=self.maml_horizon or self.spec.maml_horizon,
                           meta_batch_size=self.k, num_outer_steps=self.maml_outer_steps,
                           hidden=self.hidden)
 
@@ -208,9 +148,9 @@ def plot_adaptation(curves: dict) -> bytes:
 
 def main(argv=None) -> dict:
     config = parse_config(Config, argv, __doc__.split("\n")[0],
-                          defaults_by_env={name: env.defaults for name, env in ENVS.items()})
-    make_family, source_params, sample_targets, *_ = ENVS[config.env]
-    sources = source_params(config)
+                          defaults_by_env=cartpole.ENV_DEFAULTS)
+    make_family, sample_targets = config.spec.make, config.spec.sample_targets
+    sources = config.sources()
     run_dir = Path(config.out) / config.env / config.run
     print(f"pgx_jax meta-RL ({config.env}) -> {run_dir}")
     stage = start_run(run_dir, config)

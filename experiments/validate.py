@@ -69,7 +69,7 @@ from experiments._runner import (
 )
 from pgx_jax.features import labels_and_weights
 from pgx_jax.rl.ground_truth import fine_tune_subsets
-from pgx_jax.rl.ppo import PPOConfig, collect_transitions
+from pgx_jax.rl.ppo import PPOConfig
 from pgx_jax.subsets import min_num_subsets
 
 TABLE1_DISTANCES = (0.001, 0.005, 0.01, 0.05)
@@ -251,7 +251,7 @@ def first_order_table(config: Config, out: dict) -> dict:
         row[rng.choice(family.num_tasks, config.table1_subset_size, replace=False)] = True
     tuned = fine_tune_subsets(config.finetune(), family, star, subsets, key_train, eval_envs=2,
                               max_steps=10)
-    batch = collect_transitions(agent, star, family, key_batch, steps_per_task=config.collect_steps)
+    batch = cartpole.collect_at(config, agent, star, family, key_batch, config.collect_steps)
     flat_star, unravel = ravel_pytree(star["actor"])
     errors = np.zeros((2, len(TABLE1_DISTANCES), len(subsets)))
     for j in range(len(subsets)):
@@ -318,8 +318,8 @@ def generalization(config: Config, out: dict) -> dict:
     costs a pass over them)."""
     family, agent, star = out["family"], out["agent"], out["params"]
     n = family.num_tasks
-    batch = collect_transitions(agent, star, family, jax.random.key(config.seed + 20),
-                                steps_per_task=config.hessian_collect_steps)
+    batch = cartpole.collect_at(config, agent, star, family, jax.random.key(config.seed + 20),
+                                config.hessian_collect_steps)
     groups = group_lists(out["clusters"]["ours"])
     choices = {"one task": [0], "largest estimated group": max(groups, key=len),
                "all tasks": list(range(n))}
@@ -485,8 +485,8 @@ def main(argv=None) -> dict:
     finetune = config.finetune()
     # The transitions of the features stage (collection is deterministic given its key), collected
     # again only if a stage that needs them runs: a resumed run skips it.
-    batch = functools.cache(lambda: collect_transitions(
-        agent, star, family, out["collect_key"], steps_per_task=config.collect_steps))
+    batch = functools.cache(lambda: cartpole.collect_at(
+        config, agent, star, family, out["collect_key"], config.collect_steps))
 
     def ground_truth():
         runs = len(subsets) * config.truth_seeds

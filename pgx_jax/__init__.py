@@ -4,7 +4,7 @@ The pipeline (see DESIGN.md): transitions → `gradient_features` → `sample_su
 `estimate_subsets` → `affinity_matrix` → `cluster_tasks`.
 """
 
-from pgx_jax.affinity import affinity_matrix, gradient_similarity_affinity
+from pgx_jax.affinity import affinity_matrix, gradient_similarity_affinity, remove_task_effects
 from pgx_jax.clustering import ClusterInfo, cluster_tasks, normalize_affinity, random_groups
 from pgx_jax.diagnostics import (
     generalization_bound,
@@ -13,7 +13,7 @@ from pgx_jax.diagnostics import (
     ratio_approximation_error,
 )
 from pgx_jax.features import gradient_features
-from pgx_jax.metrics import ari, nmi, relative_error, spearman
+from pgx_jax.metrics import ami, ari, chance_agreement, nmi, relative_error, spearman
 from pgx_jax.projection import project, unproject
 from pgx_jax.subsets import sample_subsets
 from pgx_jax.surrogate import estimate_subsets, solve_subsets
@@ -27,7 +27,9 @@ __all__ = [
     "SubsetSolution",
     "Transitions",
     "affinity_matrix",
+    "ami",
     "ari",
+    "chance_agreement",
     "cluster_tasks",
     "estimate_subsets",
     "generalization_bound",
@@ -41,6 +43,7 @@ __all__ = [
     "random_groups",
     "ratio_approximation_error",
     "relative_error",
+    "remove_task_effects",
     "sample_subsets",
     "solve_subsets",
     "spearman",

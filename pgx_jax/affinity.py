@@ -126,6 +126,50 @@ def _affinity(subsets: jax.Array, scores: jax.Array, fill) -> jax.Array:
     return (means + means.T) / 2
 
 
+def remove_task_effects(subsets: jax.Array, scores: jax.Array) -> jax.Array:
+    """Subset scores without their per-task main effects: the residuals of the least-squares fit
+    f(S) ≈ c + mean_{i∈S} b_i.
+
+    A task's own level (its advantage scale, its base return, how much any fine-tune helps it)
+    enters every subset that holds it. Through eq. (5) that reaches U as noise (each U_ij
+    averages the levels of random co-members) and as a diagonal bias, and it can swamp the
+    pairwise signal the grouping needs; an additive U_ij = b_i + b_j leaves the SDP's objective
+    unchanged (X·1 = 1), so nothing of value is lost by removing it. For subsets of one size the
+    residuals sum to zero over the subsets holding any task (the normal equations), so the
+    diagonal of `affinity_matrix(subsets, residuals)` is 0 and its off-diagonal entries hold only
+    what pairs of tasks add beyond their separate levels. c and the b_i are not separately
+    identifiable (the mean over S of a constant is that constant); the residuals are unique.
+    Jittable.
+
+    Args:
+      subsets: bool[m, n], row l is the indicator of S_l.
+      scores: f32[m], f(S_l) (estimated or true).
+
+    Returns:
+      f32[m], f(S_l) minus its fitted main effects.
+    """
+    subsets = as_array("subsets", subsets, ndim=2, kind="b")
+    scores = as_array("scores", scores, ndim=1, kind="fi")
+    if scores.shape[0] != subsets.shape[0]:
+        raise ValueError(f"scores has {scores.shape[0]} entries but subsets has "
+                         f"{subsets.shape[0]} rows")
+    check_finite("scores", scores)
+    if is_concrete(subsets) and not np.asarray(subsets).any(axis=1).all():
+        raise ValueError("subsets has an empty row")
+    return _remove_task_effects(subsets, scores.astype(jnp.float32))
+
+
+@jax.jit
+def _remove_task_effects(subsets, scores):
+    inside = subsets.astype(jnp.float32)
+    design = jnp.concatenate(
+        [jnp.ones((inside.shape[0], 1)), inside / inside.sum(1, keepdims=True)], axis=1)
+    # Centre the scores first: the fit is then of small numbers, and float32 keeps precision.
+    centred = scores - scores.mean()
+    coef = jnp.linalg.lstsq(design, centred)[0]
+    return centred - jnp.matmul(design, coef, precision=jax.lax.Precision.HIGHEST)
+
+
 def gradient_similarity_affinity(features: Features, n_tasks: int) -> jax.Array:
     """The gradient-similarity baseline (Yu et al. 2020a): U_ij = cos(g_i, g_j).
 

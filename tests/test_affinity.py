@@ -203,3 +203,51 @@ def test_gradient_similarity_bad_inputs_raise():
         gradient_similarity_affinity(features.replace(z=features.z.at[0, 0].set(jnp.nan)), 3)
     with pytest.raises(ValueError, match="n_tasks must be an int"):
         gradient_similarity_affinity(features, 3.0)
+
+
+# Per-task main effects -------------------------------------------------------------------------
+
+def test_remove_task_effects_equals_numpy_least_squares():
+    import pgx_jax as pgx
+
+    subsets = np.asarray(pgx.sample_subsets(jax.random.key(3), 8, 40, 3))
+    scores = np.random.default_rng(0).normal(size=40) * 5 + 100
+    design = np.concatenate([np.ones((40, 1)), subsets / subsets.sum(1, keepdims=True)], 1)
+    coef = np.linalg.lstsq(design, scores, rcond=None)[0]
+    expected = scores - design @ coef
+    got = pgx.remove_task_effects(subsets, scores)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(jax.jit(pgx.remove_task_effects)(subsets, scores), got, atol=1e-5)
+    # Equal-size subsets: residuals sum to zero over each task's subsets, so U's diagonal is 0.
+    np.testing.assert_allclose(np.diag(affinity_matrix(subsets, got)), 0, atol=1e-4)
+
+
+def test_removing_task_effects_recovers_a_planted_grouping_that_per_task_terms_hide():
+    import pgx_jax as pgx
+
+    n, m = 10, 200
+    planted = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    rng = np.random.default_rng(1)
+    subsets = np.asarray(pgx.sample_subsets(jax.random.key(0), n, m, 3))
+    members = [np.flatnonzero(row) for row in subsets]
+    same = np.array([np.mean([planted[i] == planted[j] for a, i in enumerate(s) for j in s[a + 1:]])
+                     for s in members])  # pairwise signal: share of same-group pairs
+    levels = rng.normal(size=n) * 10  # per-task terms, 10× the pairwise signal
+    scores = same + np.array([levels[s].mean() for s in members]) + 0.05 * rng.normal(size=m)
+    fixed = pgx.cluster_tasks(affinity_matrix(subsets, pgx.remove_task_effects(subsets, scores)), 3)
+    assert pgx.nmi(fixed, planted) == pytest.approx(1.0)
+    # The residuals equal those of the pairwise signal alone (the levels are an exact main effect).
+    np.testing.assert_allclose(pgx.remove_task_effects(subsets, scores),
+                               pgx.remove_task_effects(subsets, scores - [levels[s].mean() for s in members]),
+                               atol=1e-3)
+
+
+def test_remove_task_effects_bad_inputs():
+    import pgx_jax as pgx
+
+    with pytest.raises(ValueError, match="3 entries but subsets has 2 rows"):
+        pgx.remove_task_effects(np.eye(2, 3, dtype=bool), np.ones(3))
+    with pytest.raises(ValueError, match="empty row"):
+        pgx.remove_task_effects(np.array([[True, False], [False, False]]), np.ones(2))
+    with pytest.raises(ValueError, match="NaN"):
+        pgx.remove_task_effects(np.eye(2, dtype=bool), np.array([1.0, np.nan]))

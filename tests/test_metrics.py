@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+import pgx_jax as pgx
 from pgx_jax.metrics import ari, nmi, relative_error, spearman
 
 
@@ -112,3 +113,32 @@ def test_spearman_checks():
         spearman([[1, 2]], [1, 2])
     with pytest.raises(ValueError, match="b contains 1 NaN"):
         spearman([1, 2, 3], [1, np.nan, 3])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ami_matches_sklearn(seed):
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(2, 16))
+        a = rng.integers(0, rng.integers(1, 5), n)
+        b = rng.integers(0, rng.integers(1, 5), n)
+        assert pgx.ami(a, b) == pytest.approx(adjusted_mutual_info_score(a, b), abs=1e-9)
+
+
+def test_chance_agreement_is_the_permutation_null():
+    truth = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    null = pgx.chance_agreement(truth, truth, draws=2000, seed=1)
+    # NOTES: random 3-partitions of 10 tasks score NMI 0.27 ± 0.13 against a fixed partition.
+    assert null["mean"] == pytest.approx(0.27, abs=0.03) and 0.1 < null["std"] < 0.2
+    assert null["observed"] == pytest.approx(1.0) and null["p_value"] < 0.01
+    # The same draws by hand: NMI of permutations of the estimate against the truth.
+    rng = np.random.default_rng(1)
+    by_hand = [pgx.nmi(rng.permutation(truth), truth) for _ in range(2000)]
+    assert null["mean"] == pytest.approx(np.mean(by_hand)) and null["q95"] == pytest.approx(
+        np.quantile(by_hand, 0.95))
+    assert pgx.chance_agreement(truth, truth, draws=200, metric=pgx.ami)["mean"] == pytest.approx(
+        0.0, abs=0.05)
+    with pytest.raises(ValueError, match="same shape"):
+        pgx.chance_agreement([0, 1], [0, 1, 1])

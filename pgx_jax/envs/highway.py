@@ -473,6 +473,19 @@ def reward_terms(state: EnvState, params: EnvParams) -> dict[str, jax.Array]:
     }
 
 
+# MO-Gymnasium's mo-highway objectives, in the order of `reward_vector`.
+OBJECTIVES = ("high_speed", "right_lane", "collision")
+
+
+def reward_vector(state: EnvState, params: EnvParams) -> jax.Array:
+    """MO-Gymnasium's mo-highway reward vector: (high speed, right lane, −collision) × on_road,
+    f32[3]. The scalar `reward` is (0.4·r₀ + 0.1·r₁ + 1·r₂ + on_road) / 1.5 at the default
+    weights with normalization: an affine map of a weighted sum, not the sum itself."""
+    terms = reward_terms(state, params)
+    return (jnp.stack([terms["high_speed_reward"], terms["right_lane_reward"],
+                       -terms["collision_reward"]]) * terms["on_road_reward"]).astype(jnp.float32)
+
+
 def reward(state: EnvState, params: EnvParams) -> jax.Array:
     """highway-env's `HighwayEnv._reward`: weighted sum, optionally mapped to [0, 1], × on_road."""
     terms = reward_terms(state, params)
@@ -528,6 +541,8 @@ class Highway(environment.Environment[EnvState, EnvParams]):
         self.dt = 1.0 / simulation_frequency
         self.obs_shape = (self.observed_vehicles * len(OBS_FEATURES),)
 
+    reward_dim = len(OBJECTIVES)
+
     @property
     def default_params(self) -> EnvParams:
         return EnvParams(max_steps_in_episode=30 * self.policy_frequency)
@@ -547,6 +562,7 @@ class Highway(environment.Environment[EnvState, EnvParams]):
             "crashed": state.crashed[0],
             "speed": state.speed[0],
             "discount": jnp.where(terminated, 0.0, 1.0),
+            "reward_vector": reward_vector(state, params),
         }
         return (
             jax.lax.stop_gradient(self.get_obs(state, params)),

@@ -11,7 +11,14 @@ Interface (as Gymnasium's discrete LunarLander-v3 without wind):
     replaced by −100 on a crash (the hull touches the ground, or |x| ≥ 1) and by +100 when the
     lander comes to rest (Box2D's "not awake"), both terminal; +100 wins if both happen.
     Truncation after 1000 steps (gymnax's `max_steps_in_episode`).
-  params: `gravity` in Gymnasium's open range (−12, 0), default −10.
+  reward vector (MO-Gymnasium's mo-lunar-lander, `info["reward_vector"]` f32[4]): ±100 on
+    landing / crash (0 otherwise), shaping_t − shaping_{t−1}, −[main], −[side]. Under the
+    weights `SCALAR_WEIGHTS` = (1, 1, 0.3, 0.03) its dot product is the scalar reward on every
+    step but the terminal one, where Gymnasium's scalar drops the shaping and fuel terms and
+    MO-Gymnasium's vector keeps them.
+  params: `gravity` in Gymnasium's open range (−12, 0), default −10; `swap_side_engines`
+    (default False) fires the right orientation engine on action 1 and the left one on action
+    3, a change of dynamics that the observation does not reveal.
 
 Physics (a simplification of Gymnasium's Box2D world in its units: metres, seconds, 1/50 s
 steps; constants from gymnasium/envs/box2d/lunar_lander.py and Box2D's defaults):
@@ -167,10 +174,18 @@ class EnvState(environment.EnvState):
 @struct.dataclass
 class EnvParams(environment.EnvParams):
     """gravity: vertical acceleration in m/s², Gymnasium's range (−12, 0) (checked by
-    `lunar_lander_family`; not inside jitted code). max_steps_in_episode: truncation limit."""
+    `lunar_lander_family`; not inside jitted code). swap_side_engines: actions 1 and 3 fire the
+    other orientation engine. max_steps_in_episode: truncation limit."""
 
     gravity: float = -10.0
+    swap_side_engines: bool = False
     max_steps_in_episode: int = MAX_STEPS
+
+
+# Weights under which MO-Gymnasium's reward vector gives Gymnasium's scalar reward (see the
+# module docstring for the terminal step): landed/crashed, shaping, main fuel, side fuel.
+SCALAR_WEIGHTS = (1.0, 1.0, 0.3, 0.03)
+OBJECTIVES = ("landed_or_crashed", "shaping", "main_engine_fuel", "side_engine_fuel")
 
 
 # --- Geometry and physics, written on scalars (one lander): under vmap every operation is then
@@ -504,6 +519,8 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
     ) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, dict[Any, Any]]:
         """One step: (obs f32[8], state, reward f32[], terminated bool[], info)."""
         action = jnp.asarray(action, jnp.int32)
+        action = jnp.where(params.swap_side_engines & ((action == 1) | (action == 3)),
+                           4 - action, action)
         d0, d1 = ((2.0 * u - 1.0) / SCALE for u in _uniforms(key, 2))
         gravity = jnp.asarray(params.gravity, jnp.float32)
         px, py, vx, vy, angle, w, ca, sa, folds, rates, main, side = _physics_step(
@@ -532,6 +549,9 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         # Same precedence as Gymnasium: the rest check comes last and wins.
         reward = jnp.where(crashed, -100.0, reward)
         reward = jnp.where(asleep, 100.0, reward)
+        outcome = jnp.where(asleep, 100.0, jnp.where(crashed, -100.0, 0.0))
+        reward_vector = jnp.stack([outcome, new_shaping - state.prev_shaping,
+                                   -main.astype(jnp.float32), -side.astype(jnp.float32)])
         terminated = jnp.logical_or(crashed, asleep)
 
         state = EnvState(
@@ -544,8 +564,11 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
             jax.lax.stop_gradient(state),
             reward.astype(jnp.float32),
             terminated,
-            {"discount": 1.0 - terminated.astype(jnp.float32)},
+            {"discount": 1.0 - terminated.astype(jnp.float32),
+             "reward_vector": reward_vector.astype(jnp.float32)},
         )
+
+    reward_dim = len(OBJECTIVES)
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         """A fresh episode: random terrain and push, then Gymnasium's one noop step (free fall:
@@ -630,12 +653,18 @@ def heuristic_action(obs: jax.Array) -> jax.Array:
 LUNAR_LANDER_GRAVITIES = tuple(float(g) for g in np.round(np.linspace(-11.5, -2.0, 10), 2))
 
 
-def lunar_lander_family(gravities=LUNAR_LANDER_GRAVITIES) -> TaskFamily:
-    """LunarLander tasks that differ in gravity (m/s², negative = downwards).
+def lunar_lander_family(gravities=LUNAR_LANDER_GRAVITIES, swap_side_engines=False) -> TaskFamily:
+    """LunarLander tasks that differ in gravity (m/s², negative = downwards), and optionally in
+    which orientation engine each side action fires.
 
-    Returns a TaskFamily with params `EnvParams(gravity=f32[n], max_steps_in_episode=i32[n])`
-    and names like "gravity=-10.44". Raises ValueError unless every gravity is finite and in
-    Gymnasium's allowed open interval (−12, 0).
+    Args:
+      gravities: n gravities.
+      swap_side_engines: a bool, or n bools (per task): actions 1 and 3 fire the other engine.
+
+    Returns a TaskFamily with params `EnvParams(gravity=f32[n], swap_side_engines=bool[n],
+    max_steps_in_episode=i32[n])` and names like "gravity=-10.44" ("gravity=-10.44,swapped" for
+    swapped engines). Raises ValueError unless every gravity is finite and in Gymnasium's
+    allowed open interval (−12, 0).
     """
     gravities = np.asarray(gravities, dtype=np.float64).reshape(-1)
     if gravities.size == 0:
@@ -648,14 +677,16 @@ def lunar_lander_family(gravities=LUNAR_LANDER_GRAVITIES) -> TaskFamily:
             f"LunarLander range), got {gravities[bad].tolist()}"
         )
     n = gravities.size
+    swapped = np.broadcast_to(np.asarray(swap_side_engines, dtype=bool), (n,))
     params = EnvParams(
         gravity=jnp.asarray(gravities, jnp.float32),
+        swap_side_engines=jnp.asarray(swapped),
         max_steps_in_episode=jnp.full((n,), MAX_STEPS, jnp.int32),
     )
     return TaskFamily(
         env=LunarLander(),
         params=params,
-        names=tuple(f"gravity={g:g}" for g in gravities),
+        names=tuple(f"gravity={g:g}" + (",swapped" if w else "") for g, w in zip(gravities, swapped)),
         discrete=True,
         action_dim=4,
         obs_dim=8,
