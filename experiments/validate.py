@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import json
 import time
 from pathlib import Path
 
@@ -49,6 +50,12 @@ from experiments._generalization import (
     subset_size_sweep,
     training_curve,
 )
+from experiments._truth import (
+    choices_table,
+    random_baseline,
+    self_agreement,
+    truth_affinity,
+)
 from experiments._pipeline import (
     METHODS,
     cost_flops,
@@ -62,6 +69,7 @@ from experiments._pipeline import (
     start_run,
 )
 from experiments._runner import (
+    SettingError,
     UpdateBar,
     atomic_write_bytes,
     atomic_write_json,
@@ -82,7 +90,6 @@ TRUTHS = ("gain", "return", "surrogate_loss")  # the first is the primary truth
 
 @dataclasses.dataclass(frozen=True)
 class Config(cartpole.Config):
-    env: str = "cartpole"
     steps_per_task: int = 100_000
     finetune_steps: int = 20_480
     finetune_lr: float = 1e-4
@@ -99,15 +106,18 @@ class Config(cartpole.Config):
     hessian_steps: int = 200  # Adam steps on the surrogate policy loss (Figure 2)
     hessian_checkpoints: int = 10  # along training; must divide hessian_steps
     hessian_products: int = 30  # Hessian-vector products per trace estimate
+    bootstrap: int = 50  # resamples of the truth's self-agreement interval
+    null_draws: int = 1000  # random partitions for the chance level of each agreement figure
     out: str = "results/validate"
 
     STAGE_NAMES = cartpole.Config.STAGE_NAMES + (
-        "ground_truth", "truth_cluster", "table1", "ablations", "generalization", "cost")
-    ENVS = ("cartpole",)
+        "ground_truth", "truth_cluster", "agreement", "choices", "table1", "ablations",
+        "generalization", "cost")
 
     def check(self) -> None:
-        require(self.env in self.ENVS, f"--env must be one of {', '.join(self.ENVS)}, got {self.env!r}")
         super().check()
+        require_ints(self, 0, "bootstrap")
+        require_ints(self, 1, "null_draws")
         n = self.num_tasks
         require_ints(self, 1, "finetune_steps", "finetune_envs", "eval_envs", "table1_subsets",
                      "ablation_repeats", "hessian_collect_steps", "hessian_steps",
@@ -143,7 +153,9 @@ STAGES = {
     "ground_truth": {"uses": ("finetune_steps", "finetune_lr", "finetune_envs", "truth_seeds",
                               "eval_envs", "collect_steps", "holdout"),
                      "inputs": ("train", "subsets")},
-    "truth_cluster": {"uses": ("k",), "inputs": ("ground_truth",)},
+    "truth_cluster": {"uses": ("k", "task_effects"), "inputs": ("ground_truth",)},
+    "agreement": {"uses": ("bootstrap", "null_draws"), "inputs": ("cluster", "truth_cluster")},
+    "choices": {"uses": (), "inputs": ("cluster", "ground_truth")},
     "table1": {"uses": ("table1_subsets", "table1_subset_size", "finetune_steps", "finetune_lr",
                         "finetune_envs", "collect_steps"),
                "inputs": ("train",)},
@@ -200,6 +212,7 @@ def compare(clusters: dict, f_true, groups_true, U_true) -> dict:
     return {
         "nmi": {m: pgx.nmi(clusters[m], groups_true) for m in METHODS},
         "ari": {m: pgx.ari(clusters[m], groups_true) for m in METHODS},
+        "ami": {m: pgx.ami(clusters[m], groups_true) for m in METHODS},
         "spearman_heldout": pgx.spearman(clusters["heldout_scores"], f_true),
         "spearman_train": pgx.spearman(clusters["train_scores"], f_true),
         "relative_error": {
@@ -351,8 +364,61 @@ def _mean_std(values, digits=2) -> str:
     return f"{np.nanmean(values):.{digits}f} ± {np.nanstd(values):.{digits}f}"
 
 
+def trust_lines(config: Config, metrics: dict) -> list[str]:
+    """The report's section on the truth's self-agreement, chance levels, the planted groups and
+    the estimator's choices."""
+    agree, chance, random = (metrics["truth_self_agreement"], metrics["chance"],
+                             metrics["random_groups"])
+    primary = metrics["vs_truth"][TRUTHS[0]]
+    lines = [
+        f"## Can the truth be trusted? (primary truth, per-task effects: {config.task_effects})",
+        "",
+        f"- Truth vs itself (groups from seeds 1–{config.truth_seeds // 2} vs the others): NMI "
+        f"**{agree['split']:.2f}**; bootstrap over seed splits and subsets ({agree['draws']} draws): "
+        f"median {agree['median']:.2f}, 90% interval [{agree['q05']:.2f}, {agree['q95']:.2f}]. "
+        "No estimate can be shown to agree with the truth better than the truth agrees with itself.",
+        f"- Chance: {random['draws']} balanced random groupings score NMI {random['nmi_mean']:.2f} ± "
+        f"{random['nmi_std']:.2f} (AMI {random['ami_mean']:.2f} ± {random['ami_std']:.2f}) against "
+        "the true groups.",
+        "",
+        "| grouping | NMI vs truth | chance NMI (same group sizes): mean ± sd, 95th pct. | p | "
+        "AMI vs truth |",
+        "|---|---|---|---|---|",
+        *[f"| {m} | {primary['nmi'][m]:.2f} | {chance[m]['nmi']['mean']:.2f} ± "
+          f"{chance[m]['nmi']['std']:.2f}, {chance[m]['nmi']['q95']:.2f} | "
+          f"{chance[m]['nmi']['p_value']:.3f} | {primary['ami'][m]:.2f} |" for m in METHODS],
+        "",
+        f"Chance: {config.null_draws} random permutations of each grouping's labels (random "
+        "partitions with its group sizes); p = share of them scoring at least the observed NMI.",
+        "",
+    ]
+    if metrics["vs_planted"] is not None:
+        planted = metrics["vs_planted"]
+        lines += [
+            "## Against the groups planted by construction",
+            "",
+            "| grouping | NMI | AMI |", "|---|---|---|",
+            *[f"| {m} | {planted[m]['nmi']:.2f} | {planted[m]['ami']:.2f} |"
+              for m in (*METHODS, "truth")],
+            "",
+        ]
+    rows = metrics["choices"]
+    lines += [
+        "## Estimator choices against the truth (each scored with the same per-task treatment "
+        "as the truth)",
+        "",
+        "| f̂ | scored on | per-task effects | variant | NMI | AMI | Spearman f̂ vs f |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {rows['score'][i]} | {rows['split'][i]} | {rows['task_effects'][i]} | "
+          f"{rows['variant'][i]} | {float(rows['nmi'][i]):.2f} | {float(rows['ami'][i]):.2f} | "
+          f"{float(rows['spearman'][i]):.2f} |" for i in range(len(rows["nmi"]))],
+        "",
+    ]
+    return lines
+
+
 def write_report(path: Path, config: Config, out: dict, truth: dict, results: dict, table1: dict,
-                 ablation: dict, flops: dict, timings: dict) -> None:
+                 ablation: dict, flops: dict, timings: dict, metrics: dict) -> None:
     estimation = sum(timings[s] for s in ("features", "subsets", "estimate", "cluster"))
     ground = timings["ground_truth"] + timings["truth_cluster"]
     primary = results[TRUTHS[0]]
@@ -360,6 +426,8 @@ def write_report(path: Path, config: Config, out: dict, truth: dict, results: di
     K = config.truth_seeds
     lines = [
         f"# Validation on {config.env}: estimate vs full training",
+        "",
+        f"Family: {', '.join(metrics['family'])}.",
         "",
         f"Run `{config.run}`, seed {config.seed}; {len(out['family'].names)} tasks, m = {config.subsets} "
         f"subsets of size {config.subset_size}, d = {config.dim}, l2 = {config.l2}, k = {config.k}, "
@@ -394,6 +462,7 @@ def write_report(path: Path, config: Config, out: dict, truth: dict, results: di
         "counts); estimation FLOPs also include collecting the transitions at θ*. The ground truth "
         f"is counted as {K} seeds per subset, as run; one seed would be {K}× cheaper.",
         "",
+        *trust_lines(config, metrics),
         "## All truths",
         "",
         "| truth | NMI ours | NMI grad. sim. | NMI random | ARI ours | Spearman f̂ held-out / train | ‖Û − U‖/‖U‖ | truth self-agreement NMI / Spearman |",
@@ -474,12 +543,30 @@ def generalization_lines(result: dict) -> list[str]:
                     "|Â| fitted), an offset of the split; its change along training is what training did.", ""]
 
 
-def main(argv=None) -> dict:
-    config = parse_config(Config, argv, __doc__.split("\n")[0])
-    run_dir = Path(config.out) / config.env / config.run
-    print(f"pgx_jax validation ({config.env}) -> {run_dir}")
+def run(family=None, config: Config | None = None, run_dir=None, *, planted=None) -> dict:
+    """Validates the estimate against full training on `family`; returns the metrics.json dict.
+
+    For users with their own family: `run(my_family, Config(...), run_dir=None)` (a temporary
+    directory when `run_dir` is None). The keys are the same for every family.
+
+    Args:
+      family: a TaskFamily (default: the config's `--env`).
+      config: the settings (default `Config()`); checked before any work.
+      run_dir: where stages and reports go (default: a fresh temporary directory).
+      planted: group id per task when the groups are known by construction (default: the
+        registry's for the config's family, when `family` is None).
+    """
+    import tempfile
+
+    config = Config() if config is None else config
+    config.check()
+    if family is None:
+        family, planted = config.make_family(), config.spec.planted if planted is None else planted
+    if planted is not None and len(planted) != family.num_tasks:
+        raise SettingError(f"planted has {len(planted)} labels for {family.num_tasks} tasks")
+    run_dir = Path(tempfile.mkdtemp(prefix="pgx-validate-")) if run_dir is None else Path(run_dir)
     stage = start_run(run_dir, config)
-    out = cartpole.pipeline(config, stage, run_dir)
+    out = cartpole.pipeline(config, stage, run_dir, family=family)
     family, agent, star = out["family"], out["agent"], out["params"]
     clusters, subsets = out["clusters"], out["clusters"]["subsets"]
     finetune = config.finetune()
@@ -509,32 +596,64 @@ def main(argv=None) -> dict:
         }
 
     truth = stage("ground_truth", ground_truth, **STAGES["ground_truth"])
+    half = config.truth_seeds // 2
 
     def truth_cluster():
-        half = config.truth_seeds // 2
         groups = {}
         for name in TRUTHS:
-            for part, seeds in (("all", slice(None)), ("first", slice(0, half)), ("second", slice(half, None))):
-                U = pgx.affinity_matrix(subsets, truth[name][:, seeds].mean(1))
+            for part, seeds in (("all", slice(None)), ("first", slice(0, half)),
+                                ("second", slice(half, 2 * half))):
+                U = truth_affinity(subsets, truth[name][:, seeds].mean(1), config.task_effects)
                 groups[f"U.{name}.{part}"] = U
                 groups[f"groups.{name}.{part}"] = pgx.cluster_tasks(U, config.k)
         return groups
 
     truth_groups = stage("truth_cluster", truth_cluster, **STAGES["truth_cluster"])
     truth["groups"] = {name: truth_groups[f"groups.{name}.all"] for name in TRUTHS}
+    primary = truth["groups"][TRUTHS[0]]
+
+    def agreement():
+        result = self_agreement(subsets, truth[TRUTHS[0]], config.k, config.task_effects,
+                                draws=config.bootstrap, seed=config.seed + 30)
+        random = random_baseline(primary, config.k, draws=100, seed=config.seed + 31)
+        out_ = {f"self.{key}": value for key, value in result.items()}
+        out_.update({f"random.{key}": value for key, value in random.items()})
+        for method in METHODS:
+            for metric, fn in (("nmi", pgx.nmi), ("ami", pgx.ami)):
+                null = pgx.chance_agreement(clusters[method], primary, draws=config.null_draws,
+                                            seed=config.seed + 32, metric=fn)
+                out_.update({f"null.{method}.{metric}.{key}": v for key, v in null.items()})
+        return out_
+
+    trust = stage("agreement", agreement, **STAGES["agreement"])
+
+    def choices():
+        feats = out["features"]
+        extra = {}
+        for l2 in (config.l2 / 10, config.l2 * 10):
+            solution = pgx.solve_subsets(feats, subsets, l2=l2, holdout=config.holdout)
+            extra[f"l2={l2:g}"] = np.asarray(solution.train_loss_at_zero - solution.train_loss)
+        for share in (0.25, 0.5):
+            keep = first_share_per_task(np.asarray(feats.task), family.num_tasks, share)
+            fewer = jax.tree_util.tree_map(lambda x: np.asarray(x)[keep], feats)
+            solution = pgx.solve_subsets(fewer, subsets, l2=config.l2, holdout=config.holdout)
+            extra[f"{share:.0%} of samples"] = np.asarray(
+                solution.train_loss_at_zero - solution.train_loss)
+        rows = choices_table(subsets, clusters, truth[TRUTHS[0]].mean(1), config.k, extra)
+        return {f"{key}": np.array([row[key] for row in rows]) for key in rows[0]}
+
+    choice_rows = stage("choices", choices, **STAGES["choices"])
     results = {}
-    half = config.truth_seeds // 2
     for name in TRUTHS:
         f = truth[name].mean(1)
         results[name] = compare(clusters, f, truth["groups"][name], truth_groups[f"U.{name}.all"])
         results[name]["self_nmi"] = pgx.nmi(truth_groups[f"groups.{name}.first"],
                                             truth_groups[f"groups.{name}.second"])
         results[name]["self_spearman"] = pgx.spearman(truth[name][:, :half].mean(1),
-                                                      truth[name][:, half:].mean(1))
+                                                      truth[name][:, half:2 * half].mean(1))
     primary_f = truth[TRUTHS[0]].mean(1)
     table1 = stage("table1", lambda: first_order_table(config, out), **STAGES["table1"])
-    ablation = stage("ablations", lambda: ablations(config, out, batch(), primary_f,
-                                                    truth["groups"][TRUTHS[0]]),
+    ablation = stage("ablations", lambda: ablations(config, out, batch(), primary_f, primary),
                      **STAGES["ablations"])
     out["generalization"] = stage("generalization", lambda: generalization(config, out),
                                   **STAGES["generalization"])
@@ -548,9 +667,22 @@ def main(argv=None) -> dict:
                 **{f"estimation_{k}": v for k, v in flops["estimation"].items()}}
 
     flops = stage("cost", cost, **STAGES["cost"])
+    vs_planted = None if planted is None else {
+        **{m: {"nmi": pgx.nmi(clusters[m], planted), "ami": pgx.ami(clusters[m], planted)}
+           for m in METHODS},
+        "truth": {"nmi": pgx.nmi(primary, planted), "ami": pgx.ami(primary, planted)}}
     metrics = {
+        "family": list(family.names),
         "vs_truth": results,
         "primary_truth": TRUTHS[0],
+        "task_effects": config.task_effects,
+        "truth_self_agreement": _unflatten(trust, "self."),
+        "random_groups": _unflatten(trust, "random."),
+        "chance": {m: {metric: _unflatten(trust, f"null.{m}.{metric}.") for metric in ("nmi", "ami")}
+                   for m in METHODS},
+        "planted_groups": planted,
+        "vs_planted": vs_planted,
+        "choices": choice_rows,
         "table1_distances": TABLE1_DISTANCES,
         "table1_linearization_error": table1["linearization"],
         "table1_ratio_error": table1["ratio"],
@@ -578,9 +710,24 @@ def main(argv=None) -> dict:
     atomic_write_bytes(run_dir / "generalization.png", plot_generalization(
         _unflatten(out["generalization"], "curve.largest estimated group."),
         _unflatten(out["generalization"], "sweep.")))
-    write_report(run_dir / "report.md", config, out, truth, results, table1, ablation, flops, stage.timings)
+    write_report(run_dir / "report.md", config, out, truth, results, table1, ablation, flops,
+                 stage.timings, metrics)
     print("\n" + (run_dir / "report.md").read_text())
-    return metrics
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def first_share_per_task(task, num_tasks: int, share: float):
+    """Indices of the first `share` of each task's samples (in collection order): int[N']."""
+    return np.concatenate([np.flatnonzero(task == t)[:max(2, int(share * np.sum(task == t)))]
+                           for t in range(num_tasks)])
+
+
+def main(argv=None) -> dict:
+    config = parse_config(Config, argv, __doc__.split("\n")[0],
+                          defaults_by_env=cartpole.ENV_DEFAULTS)
+    run_dir = Path(config.out) / config.env / config.run
+    print(f"pgx_jax validation ({config.env}: {config.spec.description}) -> {run_dir}")
+    return run(None, config, run_dir)
 
 
 if __name__ == "__main__":

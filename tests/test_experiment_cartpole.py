@@ -7,11 +7,21 @@ import numpy as np
 from experiments import cartpole
 
 
-def test_tiny_cartpole_run_writes_results_and_resumes(tmp_path, capsys):
+def test_tiny_cartpole_run_writes_results_and_resumes(tmp_path, capsys, monkeypatch):
     argv = ["--run", "tiny", "--out", str(tmp_path), "--half-lengths", "0.3", "0.6", "1.2", "2.0",
             "--steps-per-task", "1024", "--num-envs", "2", "--eval-envs", "2",
-            "--collect-steps", "100", "--dim", "16", "--subsets", "12", "--k", "2"]
+            "--collect-steps", "100", "--dim", "16", "--subsets", "12", "--k", "2",
+            "--gamma", "0.98", "--gae-lambda", "0.9"]
+    discounts = []  # the estimator's advantages use θ*'s own γ and λ (the critic's)
+    collect = cartpole.collect_transitions
+
+    def recording(*args, **kwargs):
+        discounts.append((kwargs["gamma"], kwargs["gae_lambda"]))
+        return collect(*args, **kwargs)
+
+    monkeypatch.setattr(cartpole, "collect_transitions", recording)
     metrics = cartpole.main(argv)
+    assert discounts == [(0.98, 0.9)]
     run_dir = tmp_path / "tiny"
     for name in ("config.json", "metrics.json", "affinity.png", "theta_star.msgpack"):
         assert (run_dir / name).stat().st_size > 0

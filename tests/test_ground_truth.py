@@ -78,16 +78,23 @@ def test_tiny_validation_run_writes_the_report(tmp_path, capsys):
             "--finetune-envs", "2", "--truth-seeds", "2", "--table1-subsets", "2",
             "--table1-subset-size", "2", "--ablation-dims", "8", "16", "--ablation-sizes", "2",
             "--ablation-subsets", "2", "12", "--ablation-repeats", "2", "--hessian-steps", "4",
-            "--hessian-checkpoints", "2", "--hessian-products", "3", "--hessian-collect-steps", "100"]
+            "--hessian-checkpoints", "2", "--hessian-products", "3", "--hessian-collect-steps", "100",
+            "--bootstrap", "3", "--null-draws", "50"]
     metrics = validate.main(argv)
     run_dir = tmp_path / "cartpole" / "tiny"
     for name in ("report.md", "metrics.json", "scatter.png", "affinity.png", "generalization.png"):
         assert (run_dir / name).stat().st_size > 0
     report = (run_dir / "report.md").read_text()
-    for heading in ("NMI, estimated vs true groups", "## All truths", "## Ablations", "Table 1", "Figure 2"):
+    for heading in ("NMI, estimated vs true groups", "## All truths", "## Ablations", "Table 1",
+                    "Figure 2", "Can the truth be trusted?", "Estimator choices"):
         assert heading in report
+    assert "planted" not in report  # CartPole has no groups by construction
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert set(saved["vs_truth"]) == set(validate.TRUTHS)
+    assert 0 <= saved["truth_self_agreement"]["q05"] <= saved["truth_self_agreement"]["q95"] <= 1
+    assert saved["chance"]["ours"]["nmi"]["p_value"] > 0 and saved["vs_planted"] is None
+    # 8 choices of score × split × per-task treatment, + 2 l2 and 2 sample shares × 2 treatments
+    assert len(saved["choices"]["nmi"]) == 16
     for result in saved["vs_truth"].values():
         assert 0 <= result["nmi"]["ours"] <= 1 and -1 <= result["self_spearman"] <= 1
     assert np.asarray(saved["true_f_per_seed"]["gain"]).shape == (12, 2)
@@ -106,4 +113,9 @@ def test_tiny_validation_run_writes_the_report(tmp_path, capsys):
     validate.main(argv + ["--l2", "0.1", "--force"])
     ran = {line.split("]")[0][1:] for line in capsys.readouterr().out.splitlines()
            if line.endswith("running ...")}
-    assert ran == {"estimate", "cluster", "ablations", "generalization", "cost"}
+    assert ran == {"estimate", "cluster", "agreement", "choices", "ablations", "generalization",
+                   "cost"}
+    # The Python entry for a user's own family returns the same keys (here it resumes the run).
+    config = validate.parse_config(validate.Config, argv + ["--l2", "0.1"])
+    again = validate.run(cartpole_family((0.3, 0.6, 1.2, 2.0)), config, run_dir)
+    assert set(again) == set(saved)

@@ -38,7 +38,8 @@ INVALID = [
     (cartpole, ["--gamma", "1.5"], r"--gamma must lie in \[0, 1\]"),
     (cartpole, ["--lr", "0"], r"--lr must lie in \(0, 1\]"),
     (cartpole, ["--hidden", "64", "0"], "--hidden must be one or more positive"),
-    (cartpole, ["--half-lengths", "0.5", "-1"], "--half-lengths must be positive"),
+    (cartpole, ["--half-lengths", "0.5", "-1"], "--half-lengths: half_lengths must be positive"),
+    (cartpole, ["--env", "lunarlander", "--gravities", "-13", "-5"], "--gravities: gravities must"),
     (cartpole, ["--collect-steps", "105"], "--collect-steps must be a multiple of 10"),
     (cartpole, ["--restart-from", "nonsense"], "--restart-from must name a stage"),
     (cartpole, ["--run", "a/b"], "--run must be a plain folder name"),
@@ -49,7 +50,10 @@ INVALID = [
     (control, ["--adapt-steps", "-1"], "--adapt-steps must be an integer >= 0"),
     (control, ["--maml-init", "zeros"], "--maml-init must be"),
     (control, ["--seeds", "0"], "--seeds must be an integer >= 1"),
-    (validate, ["--env", "lunarlander"], "--env must be one of cartpole"),
+    (validate, ["--env", "venus"], "--env must be one of cartpole, highway, lunarlander, "
+                                   "lunarlander-weights"),
+    (control, ["--env", "lunarlander-weights"], "--env must be one of cartpole, highway, "
+                                                "lunarlander, got"),
     (validate, ["--truth-seeds", "1"], "--truth-seeds must be an integer >= 2"),
     (validate, ["--hessian-checkpoints", "7"], "--hessian-checkpoints .* must divide"),
     (validate, ["--ablation-sizes", "1"], r"--ablation-sizes must lie in \[2, 10\]"),
@@ -94,11 +98,12 @@ def stage_uses(*tables) -> set:
 
 # Fields that decide which stages run (or define the task family, which enters "train" as
 # `family_settings`), not what a stage computes.
+FAMILY_FLAGS = {"env", "half_lengths", "densities", "gravities"}
 NOT_STAGE_SETTINGS = {
-    cartpole: {"half_lengths"},
+    cartpole: FAMILY_FLAGS,
     synthetic: set(),
-    control: {"half_lengths", "densities", "gravities", "seeds"},  # family; number of seed stages
-    validate: {"half_lengths", "env"},  # the family
+    control: FAMILY_FLAGS | {"seeds"},  # the number of seed stages
+    validate: FAMILY_FLAGS,
     mt10: {"preset", "downstream", "sweep_k", "sac_seeds", "sac_network"},  # network: `extra`
 }
 STAGE_TABLES = {
@@ -131,6 +136,7 @@ SYNTHETIC_CHANGES = {
     "subsets": (["25"], "subsets"), "subset_size": (["4"], "subsets"),
     "l2": (["0.1"], "estimate"), "holdout": (["0.3"], "estimate"),
     "score_on": (["heldout"], "estimate"), "k": (["2"], "cluster"),
+    "task_effects": (["remove"], "cluster"),
 }
 CARTPOLE_CHANGES = {
     "seed": (["1"], "train"), "half_lengths": (["0.3", "0.6", "1.2", "2.5"], "train"),
@@ -138,6 +144,9 @@ CARTPOLE_CHANGES = {
     "num_steps": (["64"], "train"), "lr": (["1e-3"], "train"), "gamma": (["0.9"], "train"),
     "gae_lambda": (["0.9"], "train"), "hidden": (["32", "32"], "train"),
     "task_onehot": ([], "train"), "eval_envs": (["3"], "evaluate"),
+    "env": (["highway", "--densities", "0.5", "1", "1.5", "2"], "train"),
+    "densities": (["0.5", "1", "1.5", "2"], None), "gravities": (["-9", "-8"], None),
+    "task_effects": (["remove"], "cluster"),
     "collect_steps": (["120"], "features"), "dim": (["8"], "features"),
     "subsets": (["10"], "subsets"), "subset_size": (["2"], "subsets"),
     "l2": (["0.1"], "estimate"), "holdout": (["0.3"], "estimate"),
@@ -175,6 +184,9 @@ def cartpole_run(tmp_path_factory):
 
 
 def assert_stale(module, argv, run_dir, name, values, first_stage):
+    if first_stage is None:  # a source flag of another family: ignored, everything reused
+        module.main(changed_argv(argv, name, values))
+        return
     before = (run_dir / "config.json").read_text()
     with pytest.raises(StaleStageError) as error:
         module.main(changed_argv(argv, name, values))
@@ -253,7 +265,9 @@ def test_a_truncated_or_corrupt_stage_file_is_recomputed(synthetic_run, tmp_path
     features.write_bytes(features.read_bytes()[:200])  # a killed copy
     estimate = tmp_path / "r" / "stages" / "estimate.npz"
     data = bytearray(estimate.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # a flipped byte inside an array: the zip CRC catches it
+    with np.load(estimate) as arrays:
+        start = bytes(data).index(arrays["train_loss"].tobytes())
+    data[start + 1] ^= 0xFF  # a flipped byte inside an array: the zip CRC catches it
     estimate.write_bytes(bytes(data))
     capsys.readouterr()
     again = synthetic.main(changed_argv(argv, "out", [str(tmp_path)]))
