@@ -194,8 +194,10 @@ class UpdateBar:
     def __init__(self, total: int, description: str, steps_per_update: int, initial: int = 0):
         from tqdm.auto import tqdm
 
+        # smoothing=0: the rate (and ETA) is the average since the start; under vmap the callback
+        # fires in bursts (once per run and update), which fools tqdm's moving average.
         self.bar = tqdm(total=total, initial=initial, desc=description, unit="upd",
-                        dynamic_ncols=True, mininterval=2.0)
+                        dynamic_ncols=True, mininterval=2.0, smoothing=0)
         self.steps_per_update = steps_per_update
         self.initial = initial
         self.start = time.perf_counter()

@@ -79,6 +79,7 @@ class Config(EstimationConfig):
     gae_lambda: float = 0.95
     hidden: tuple = (64, 64)
     task_onehot: bool = False
+    clip_value: bool = True  # PPO's value clipping (see PPOConfig.clip_value)
     eval_envs: int = 16
     # estimation
     collect_steps: int = 10_000  # per task, from 10 envs: a 20% holdout is the data of 2 envs
@@ -91,7 +92,7 @@ class Config(EstimationConfig):
         return PPOConfig(steps_per_task=self.steps_per_task, num_envs=self.num_envs,
                          num_steps=self.num_steps, lr=self.lr, gamma=self.gamma,
                          gae_lambda=self.gae_lambda, hidden=self.hidden,
-                         task_onehot=self.task_onehot)
+                         task_onehot=self.task_onehot, clip_value=self.clip_value)
 
     # The families these settings accept (experiments narrow it).
     ENVS = tuple(FAMILIES)
@@ -143,7 +144,7 @@ ENV_DEFAULTS = {name: spec.defaults for name, spec in FAMILIES.items()}
 # task family is added to "train" (`family_settings`). The estimator's stages follow.
 PIPELINE_STAGES = {
     "train": {"uses": ("seed", "steps_per_task", "num_envs", "num_steps", "lr", "gamma",
-                       "gae_lambda", "hidden", "task_onehot")},
+                       "gae_lambda", "hidden", "task_onehot", "clip_value")},
     "evaluate": {"uses": ("eval_envs",), "inputs": ("train",)},
     "features": {"uses": ("collect_steps", "dim"), "inputs": ("train",)},
     **ESTIMATION_STAGES,

@@ -88,3 +88,26 @@ def test_config_validation():
         PPOConfig(num_envs=3, num_steps=5, num_minibatches=4, steps_per_task=1000)
     with pytest.raises(ValueError, match="gamma"):
         PPOConfig(gamma=1.5)
+
+
+@pytest.mark.parametrize("clip_value", [True, False])
+def test_value_loss_with_and_without_value_clipping(clip_value):
+    from pgx_jax.rl.ppo import Trajectory, ppo_loss
+
+    family = cartpole_family((0.5,))
+    config = PPOConfig(steps_per_task=1024, clip_value=clip_value)
+    agent = make_agent(family, config)
+    params = agent.init(jax.random.key(0), family.obs_dim)
+    obs = jax.random.normal(jax.random.key(1), (16, 4))
+    action = jnp.zeros(16, jnp.int32)
+    value = agent.critic.apply(params["critic"], obs)
+    old_value = value - 5.0  # far outside the ±0.2 clip range
+    target = value + 100.0  # returns of hundreds, as on LunarLander
+    zeros = jnp.zeros(16)
+    batch = Trajectory(obs=obs, action=action, log_prob=agent.actor.log_prob(params["actor"], obs, action),
+                       value=old_value, reward=zeros, terminated=zeros, done=zeros, next_value=zeros)
+    _, parts = ppo_loss(agent, config, params, batch, jnp.linspace(-1, 1, 16), target)
+    clipped = old_value + 0.2
+    expected = 0.5 * np.mean(np.maximum(100.0 ** 2, np.asarray(clipped - target) ** 2)) if clip_value \
+        else 0.5 * 100.0 ** 2
+    assert float(parts["value_loss"]) == pytest.approx(expected, rel=1e-5)

@@ -143,7 +143,7 @@ CARTPOLE_CHANGES = {
     "steps_per_task": (["2048"], "train"), "num_envs": (["4"], "train"),
     "num_steps": (["64"], "train"), "lr": (["1e-3"], "train"), "gamma": (["0.9"], "train"),
     "gae_lambda": (["0.9"], "train"), "hidden": (["32", "32"], "train"),
-    "task_onehot": ([], "train"), "eval_envs": (["3"], "evaluate"),
+    "task_onehot": ("--task-onehot", "train"), "clip_value": ("--no-clip-value", "train"), "eval_envs": (["3"], "evaluate"),
     "env": (["highway", "--densities", "0.5", "1", "1.5", "2"], "train"),
     "densities": (["0.5", "1", "1.5", "2"], None), "gravities": (["-9", "-8"], None),
     "task_effects": (["remove"], "cluster"),
@@ -155,10 +155,10 @@ CARTPOLE_CHANGES = {
 
 
 def changed_argv(argv, name, values):
-    """`argv` with flag `name` set to `values` (a bool flag is flipped by `--no-`/`--` form)."""
+    """`argv` with flag `name` set to `values` (a string: that flag itself, for booleans)."""
     option = "--" + name.replace("_", "-")
-    if not values:  # a boolean: the run used the default False
-        return argv + [option]
+    if isinstance(values, str):
+        return argv + [values]
     argv = list(argv)
     if option in argv:
         start = argv.index(option) + 1

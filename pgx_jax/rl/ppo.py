@@ -40,6 +40,9 @@ class PPOConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
+    # PPO's value clipping (±clip_eps around the old value, in return units). On returns of
+    # hundreds (LunarLander) it lets the critic move 0.2 per update, far too slowly.
+    clip_value: bool = True
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
@@ -216,7 +219,8 @@ def ppo_loss(agent: Agent, config: PPOConfig, params, batch: Trajectory, advanta
     policy_loss = -jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))
     value = agent.critic.apply(params["critic"], batch.obs)
     value_clipped = batch.value + jnp.clip(value - batch.value, -config.clip_eps, config.clip_eps)
-    value_loss = 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2))
+    value_loss = 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2)
+                                if config.clip_value else (value - target) ** 2)
     entropy = jnp.mean(agent.actor.entropy(params["actor"], batch.obs))
     total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
     return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
