@@ -550,7 +550,7 @@ def estimate_subsets(
     *,
     l2: float = 1e-2,
     holdout: float = 0.2,
-    score_on: str = "heldout",
+    score_on: str = "train",
     score: str = "gain",
     **solver_options,
 ) -> jax.Array:
@@ -558,9 +558,12 @@ def estimate_subsets(
 
     Args:
       features, subsets, l2, holdout: as in `solve_subsets`.
-      score_on: "heldout" (default) scores θ̂_S on the held-out samples of the tasks in S;
-        "train" scores it on the samples it was fitted on (the paper's eq. 3; with holdout=0 that
-        is every sample).
+      score_on: "train" (default) scores θ̂_S on the samples it was fitted on (the paper's eq. 3;
+        with holdout=0 that is every sample); "heldout" on the held-out samples of the tasks in
+        S. Chosen by agreement with real fine-tuning (Spearman of f̂ vs the true return gain over
+        200 subsets, `experiments.validate`): train 0.79 / 0.78 vs held-out 0.64 / −0.11 on
+        CartPole (two draws of transitions), 0.36 vs 0.03 on lunarlander-swapped; a task's
+        held-out share is the data of few envs, a few correlated episodes.
       score: "gain" (default): f̂(S) = L̂_S(0) − L̂_S(θ̂_S), the loss reduction the adaptation
         buys over the unadapted θ*; "loss": the paper's f̂(S) = −L̂_S(θ̂_S). They differ by
         L̂_S(0) = log 2 · (mean |Â| over the samples of S), which only reflects the scale of the
@@ -578,7 +581,7 @@ def estimate_subsets(
     return subset_scores(solution, score_on, score)
 
 
-def subset_scores(solution: SubsetSolution, score_on: str = "heldout", score: str = "gain"):
+def subset_scores(solution: SubsetSolution, score_on: str = "train", score: str = "gain"):
     """f̂ from a `SubsetSolution` (see `estimate_subsets` for `score_on` and `score`): f32[m]."""
     held = score_on == "heldout"
     loss = solution.heldout_loss if held else solution.train_loss

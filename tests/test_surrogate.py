@@ -197,7 +197,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="score must be one of"):
         estimate_subsets(feats, subsets, score="ratio")
     with pytest.raises(ValueError, match="holdout > 0"):
-        estimate_subsets(feats, subsets, holdout=0.0)
+        estimate_subsets(feats, subsets, holdout=0.0, score_on="heldout")
     few = feats.replace(task=jnp.where(feats.task == 3, 4, feats.task).at[0].set(3))
     with pytest.raises(ValueError, match="fewer than 2 samples"):
         solve_subsets(few, subsets)
