@@ -34,18 +34,28 @@ def parse_config(config_cls, argv=None, description: str = "", defaults_by_env=N
     so a bad setting raises `SettingError` before any work.
 
     `defaults_by_env` ({env: {field: value}}) replaces the class defaults for the `--env` given
-    (settings an environment needs, e.g. its PPO budget); flags on the command line still win.
+    (settings an environment needs, e.g. its PPO budget); a config class with `PRESET_DEFAULTS`
+    ({preset: {field: value}}) and a `preset` field then applies the `--preset` given on top;
+    flags on the command line still win.
     """
     import argparse
 
     defaults = config_cls()
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    pre = argparse.ArgumentParser(add_help=False)
+    for name in ("env", "preset"):
+        if name in fields:
+            pre.add_argument(flag(name), default=getattr(defaults, name))
+    known = vars(pre.parse_known_args(argv)[0])
     if defaults_by_env is not None:
-        pre = argparse.ArgumentParser(add_help=False)
-        pre.add_argument("--env", default=defaults.env)
-        env = pre.parse_known_args(argv)[0].env
-        fields = {f.name for f in dataclasses.fields(config_cls)}
         defaults = dataclasses.replace(defaults, **{
-            name: value for name, value in defaults_by_env.get(env, {}).items() if name in fields})
+            name: value for name, value in defaults_by_env.get(known["env"], {}).items()
+            if name in fields})
+    presets = getattr(config_cls, "PRESET_DEFAULTS", None)
+    if presets is not None:
+        require(known["preset"] in presets, f"--preset must be one of {', '.join(presets)}, got "
+                                            f"{known['preset']!r}")
+        defaults = dataclasses.replace(defaults, **presets[known["preset"]])
     parser = argparse.ArgumentParser(description=description)
     for field in dataclasses.fields(config_cls):
         flag_name = flag(field.name)

@@ -98,6 +98,9 @@ TRUTHS = ("gain", "return", "surrogate_loss")  # the first is the primary truth
 
 @dataclasses.dataclass(frozen=True)
 class Config(cartpole.Config):
+    # "quick": a few-minute run (PRESET_DEFAULTS); on the command line it replaces the defaults,
+    # in Python pass the settings themselves
+    preset: str = "default"
     steps_per_task: int = 100_000
     finetune_steps: int = 20_480
     finetune_lr: float = 1e-4
@@ -118,11 +121,25 @@ class Config(cartpole.Config):
     null_draws: int = 1000  # random partitions for the chance level of each agreement figure
     out: str = "results/validate"
 
+    # Presets replace the defaults (after the family's); flags still win. "quick" checks that the
+    # whole validation runs and, on a planted family, that the groups come out, in minutes.
+    PRESET_DEFAULTS = {
+        "default": {},
+        "quick": {"steps_per_task": 200_000, "collect_steps": 2000, "subsets": 40,
+                  "finetune_steps": 5120, "truth_seeds": 2, "eval_envs": 8, "table1_subsets": 2,
+                  "ablation_dims": (100,), "ablation_sizes": (3,), "ablation_subsets": (40,),
+                  "ablation_repeats": 1, "hessian_collect_steps": 200, "hessian_steps": 10,
+                  "hessian_checkpoints": 2, "hessian_products": 6, "bootstrap": 5,
+                  "null_draws": 200},
+    }
+    RUN_CONTROL = cartpole.Config.RUN_CONTROL + ("preset",)  # its values are the settings
     STAGE_NAMES = cartpole.Config.STAGE_NAMES + (
         "ground_truth", "truth_cluster", "agreement", "choices", "table1", "ablations",
         "generalization", "cost")
 
     def check(self) -> None:
+        require(self.preset in self.PRESET_DEFAULTS, f"--preset must be one of "
+                                                     f"{', '.join(self.PRESET_DEFAULTS)}, got {self.preset!r}")
         super().check()
         require_ints(self, 0, "bootstrap")
         require_ints(self, 1, "null_draws")

@@ -119,3 +119,13 @@ def test_tiny_validation_run_writes_the_report(tmp_path, capsys):
     config = validate.parse_config(validate.Config, argv + ["--l2", "0.1"])
     again = validate.run(cartpole_family((0.3, 0.6, 1.2, 2.0)), config, run_dir)
     assert set(again) == set(saved)
+
+
+@pytest.mark.slow
+def test_quick_preset_finds_the_planted_groups_of_the_swapped_engine_family(tmp_path):
+    from experiments import validate
+
+    metrics = validate.main(["--env", "lunarlander-swapped", "--preset", "quick", "--run", "q",
+                             "--out", str(tmp_path)])
+    assert metrics["planted_groups"] == [0] * 5 + [1] * 5
+    assert metrics["vs_planted"]["ours"]["nmi"] > 0.99
