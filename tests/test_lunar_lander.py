@@ -235,7 +235,8 @@ def test_automatic_reset_reports_the_final_observation():
 
 def test_stronger_gravity_falls_faster():
     gravities = jnp.asarray([-11.5, -10.0, -6.0, -2.0], jnp.float32)
-    params = EnvParams(gravity=gravities, max_steps_in_episode=jnp.full(4, MAX_STEPS, jnp.int32))
+    params = EnvParams(gravity=gravities, swap_side_engines=jnp.zeros(4, bool),
+                       max_steps_in_episode=jnp.full(4, MAX_STEPS, jnp.int32))
     step = jax.jit(jax.vmap(ENV.step_env, in_axes=(None, 0, None, 0)))
     state = jax.tree.map(lambda leaf: jnp.stack([leaf] * 4), flying(vx=0.0, vy=0.0, angle=0.0, ang_vel=0.0))
     k = 20

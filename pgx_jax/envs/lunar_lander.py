@@ -175,7 +175,8 @@ class EnvState(environment.EnvState):
 class EnvParams(environment.EnvParams):
     """gravity: vertical acceleration in m/s², Gymnasium's range (−12, 0) (checked by
     `lunar_lander_family`; not inside jitted code). swap_side_engines: actions 1 and 3 fire the
-    other orientation engine. max_steps_in_episode: truncation limit."""
+    other orientation engine. max_steps_in_episode: truncation limit. Every field is a pytree
+    leaf: params stacked for vmap need every field stacked (`lunar_lander_family` does it)."""
 
     gravity: float = -10.0
     swap_side_engines: bool = False
