@@ -84,7 +84,6 @@ class StageRunner:
         self.timings: dict[str, float] = {}
         self.resumed: list[str] = []
         self.settings: dict[str, dict] = {}  # per stage run so far: all settings that made it
-        self.recomputed: set[str] = set()  # stages computed (not loaded) in this run
         self.restarted: set[str] = set()  # stages recomputed because of --restart-from
         self.current: dict | None = None  # settings of the stage being computed (for checkpoints)
 
@@ -137,7 +136,6 @@ class StageRunner:
         np.savez(buffer, _seconds=seconds, _settings=np.array(json.dumps(settings, sort_keys=True)),
                  **out)
         atomic_write_bytes(path, buffer.getvalue())
-        self.recomputed.add(name)
         self.timings[name] = seconds
         self.log(f"[{name}] done in {seconds:.2f} s")
         return out
