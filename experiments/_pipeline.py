@@ -21,11 +21,12 @@ METHODS = ("ours", "gradient_similarity", "random")
 TASK_EFFECTS = ("keep", "remove")
 
 
-def affinity_of(subsets, scores, task_effects: str):
-    """eq. (5) of the scores, after removing their per-task main effects if asked: f32[n, n]."""
+def affinity_of(subsets, scores, task_effects: str, fill=None):
+    """eq. (5) of (estimated or true) subset scores, after removing their per-task main effects
+    if asked: f[n, n]. `fill` as in `pgx.affinity_matrix`."""
     if task_effects == "remove":
         scores = pgx.remove_task_effects(subsets, scores)
-    return pgx.affinity_matrix(subsets, scores)
+    return np.asarray(pgx.affinity_matrix(subsets, scores, fill=fill))
 
 
 def parse_config(config_cls, argv=None, description: str = "", defaults_by_env=None):

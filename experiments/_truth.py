@@ -11,14 +11,7 @@ import jax
 import numpy as np
 
 import pgx_jax as pgx
-from experiments._pipeline import TASK_EFFECTS
-
-
-def truth_affinity(subsets, scores, task_effects: str, fill=None):
-    """eq. (5) of (true or estimated) subset scores, after the per-task treatment: f32[n, n]."""
-    if task_effects == "remove":
-        scores = pgx.remove_task_effects(subsets, scores)
-    return np.asarray(pgx.affinity_matrix(subsets, scores, fill=fill))
+from experiments._pipeline import TASK_EFFECTS, affinity_of
 
 
 def self_agreement(subsets, f_per_seed, k: int, task_effects: str, *, draws: int,
@@ -39,7 +32,7 @@ def self_agreement(subsets, f_per_seed, k: int, task_effects: str, *, draws: int
     half = f.shape[1] // 2
 
     def agreement(rows, first, second):
-        groups = [pgx.cluster_tasks(truth_affinity(subsets[rows], f[rows][:, seeds].mean(1),
+        groups = [pgx.cluster_tasks(affinity_of(subsets[rows], f[rows][:, seeds].mean(1),
                                                    task_effects, fill="mean"), k)
                   for seeds in (first, second)]
         return pgx.nmi(*groups)
@@ -88,7 +81,7 @@ def choices_table(subsets, estimate_losses: dict, f_true, k: int, extra_scores=N
     Returns: a list of {"score", "split", "task_effects", "variant", "nmi", "ami", "spearman"}.
     """
     subsets = np.asarray(subsets)
-    truth_groups = {effects: pgx.cluster_tasks(truth_affinity(subsets, f_true, effects), k)
+    truth_groups = {effects: pgx.cluster_tasks(affinity_of(subsets, f_true, effects), k)
                     for effects in TASK_EFFECTS}
     candidates = [(score, split, "default", f) for (score, split), f in
                   score_choices(estimate_losses).items()]
@@ -99,7 +92,7 @@ def choices_table(subsets, estimate_losses: dict, f_true, k: int, extra_scores=N
         if not np.all(np.isfinite(f_hat)):
             continue  # e.g. held-out scores of a run without a holdout
         for effects in TASK_EFFECTS:
-            groups = pgx.cluster_tasks(truth_affinity(subsets, f_hat, effects), k)
+            groups = pgx.cluster_tasks(affinity_of(subsets, f_hat, effects), k)
             rows.append({"score": score, "split": split, "task_effects": effects,
                          "variant": variant,
                          "nmi": pgx.nmi(groups, truth_groups[effects]),

@@ -165,7 +165,7 @@ class Config(EstimationConfig):
         except ValueError as error:
             raise SettingError(f"--tasks: {error}") from None
         super().check()
-        require_ints(self, 1, "envs_per_task", "num_steps", "update_epochs", "num_minibatches",
+        require_ints(self, 1, "num_steps", "update_epochs", "num_minibatches",
                      "eval_episodes", "collect_steps", "checkpoint_every")
         require(self.collect_steps % self.envs_per_task == 0,
                 f"--collect-steps ({self.collect_steps}) must be a multiple of --envs-per-task "

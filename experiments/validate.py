@@ -62,10 +62,10 @@ from experiments._truth import (
     choices_table,
     random_baseline,
     self_agreement,
-    truth_affinity,
 )
 from experiments._pipeline import (
     METHODS,
+    affinity_of,
     cost_flops,
     finish_run,
     group_lists,
@@ -87,6 +87,7 @@ from pgx_jax.features import labels_and_weights
 from pgx_jax.rl.ground_truth import fine_tune_subsets
 from pgx_jax.rl.ppo import PPOConfig
 from pgx_jax.subsets import min_num_subsets
+from pgx_jax.surrogate import subset_scores
 
 TABLE1_DISTANCES = (0.001, 0.005, 0.01, 0.05)
 PAPER_TABLE1_CARTPOLE = {0.001: "0.12±0.14%", 0.005: "0.73±0.10%", 0.01: "0.98±0.65%", 0.05: "—"}
@@ -628,7 +629,7 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
         for name in TRUTHS:
             for part, seeds in (("all", slice(None)), ("first", slice(0, half)),
                                 ("second", slice(half, 2 * half))):
-                U = truth_affinity(subsets, truth[name][:, seeds].mean(1), config.task_effects)
+                U = affinity_of(subsets, truth[name][:, seeds].mean(1), config.task_effects)
                 groups[f"U.{name}.{part}"] = U
                 groups[f"groups.{name}.{part}"] = pgx.cluster_tasks(U, config.k)
         return groups
@@ -657,13 +658,12 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
         extra = {}
         for l2 in (config.l2 / 10, config.l2 * 10):
             solution = pgx.solve_subsets(feats, subsets, l2=l2, holdout=config.holdout)
-            extra[f"l2={l2:g}"] = np.asarray(solution.train_loss_at_zero - solution.train_loss)
+            extra[f"l2={l2:g}"] = np.asarray(subset_scores(solution, "train"))
         for share in (0.25, 0.5):
             keep = first_share_per_task(np.asarray(feats.task), family.num_tasks, share)
             fewer = jax.tree_util.tree_map(lambda x: np.asarray(x)[keep], feats)
             solution = pgx.solve_subsets(fewer, subsets, l2=config.l2, holdout=config.holdout)
-            extra[f"{share:.0%} of samples"] = np.asarray(
-                solution.train_loss_at_zero - solution.train_loss)
+            extra[f"{share:.0%} of samples"] = np.asarray(subset_scores(solution, "train"))
         rows = choices_table(subsets, clusters, truth[TRUTHS[0]].mean(1), config.k, extra)
         return {f"{key}": np.array([row[key] for row in rows]) for key in rows[0]}
 
