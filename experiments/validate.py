@@ -59,9 +59,13 @@ from experiments._generalization import (
     training_curve,
 )
 from experiments._truth import (
+    TREATMENTS,
     choices_table,
+    decompose,
+    member_matrix,
     random_baseline,
     self_agreement,
+    treated_affinity,
 )
 from experiments._pipeline import (
     METHODS,
@@ -135,7 +139,7 @@ class Config(cartpole.Config):
     }
     RUN_CONTROL = cartpole.Config.RUN_CONTROL + ("preset",)  # its values are the settings
     STAGE_NAMES = cartpole.Config.STAGE_NAMES + (
-        "ground_truth", "truth_cluster", "agreement", "choices", "table1", "ablations",
+        "ground_truth", "truth_cluster", "agreement", "choices", "treatments", "table1", "ablations",
         "generalization", "cost")
 
     def check(self) -> None:
@@ -182,6 +186,7 @@ STAGES = {
     "truth_cluster": {"uses": ("k", "task_effects"), "inputs": ("ground_truth",)},
     "agreement": {"uses": ("bootstrap", "null_draws"), "inputs": ("cluster", "truth_cluster")},
     "choices": {"uses": (), "inputs": ("cluster", "ground_truth")},
+    "treatments": {"uses": ("bootstrap", "null_draws"), "inputs": ("cluster", "ground_truth")},
     "table1": {"uses": ("table1_subsets", "table1_subset_size", "finetune_steps", "finetune_lr",
                         "finetune_envs", "collect_steps"),
                "inputs": ("train",)},
@@ -428,6 +433,34 @@ def trust_lines(config: Config, metrics: dict) -> list[str]:
               for m in (*METHODS, "truth")],
             "",
         ]
+    treated, parts = metrics["treatments"], metrics["treatments"]["decompose"]
+    lines += [
+        "## What of the truth is reproducible, and what the estimate predicts",
+        "",
+        "f(S) = per-task levels (how much fine-tuning helps each task, whoever it is trained "
+        "with: the least-squares f(S) ≈ mean over i ∈ S of b_i) + a pairwise residual (what the "
+        "tasks add to each other: the signal a grouping needs).",
+        "",
+        "| part | share of f's variance (truth / estimate) | Spearman truth halves | "
+        "Spearman estimate vs truth |",
+        "|---|---|---|---|",
+        f"| per-task levels (over {len(metrics['family'])} tasks) | {parts['levels_share']:.2f} / "
+        f"{parts['levels_share_estimate']:.2f} | {parts['levels_halves']:.2f} | "
+        f"{parts['levels_estimate']:.2f} |",
+        f"| pairwise residual (over subsets) | {1 - parts['levels_share']:.2f} / "
+        f"{1 - parts['levels_share_estimate']:.2f} | {parts['pairwise_halves']:.2f} | "
+        f"{parts['pairwise_estimate']:.2f} |",
+        "",
+        "Groups under each per-task treatment (truth and estimate treated alike; directed: "
+        "`pgx.directed_affinity` of per-task gains, the transfer of j onto i symmetrized):",
+        "",
+        "| treatment | truth vs itself: split NMI, bootstrap median | ours vs truth (NMI) | "
+        "chance |",
+        "|---|---|---|---|",
+        *[f"| {name} | {treated[name]['truth_split']:.2f}, {treated[name]['truth_median']:.2f} | "
+          f"{treated[name]['ours']:.2f} | {treated[name]['chance']:.2f} |" for name in TREATMENTS],
+        "",
+    ]
     rows = metrics["choices"]
     lines += [
         "## Estimator choices against the truth (each scored with the same per-task treatment "
@@ -653,6 +686,13 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
 
     trust = stage("agreement", agreement, **STAGES["agreement"])
 
+    @functools.cache
+    def member_gains():
+        """Per-member gains (estimated, true), [m, n] each (NaN outside the subset)."""
+        solution = pgx.solve_subsets(out["features"], subsets, l2=config.l2, holdout=config.holdout)
+        true = np.asarray(truth["returns"]) - np.asarray(truth["start_returns"])[:, None, :]
+        return np.asarray(pgx.member_gains(solution)), member_matrix(subsets, true.mean(1))
+
     def choices():
         feats = out["features"]
         extra = {}
@@ -664,10 +704,36 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
             fewer = jax.tree_util.tree_map(lambda x: np.asarray(x)[keep], feats)
             solution = pgx.solve_subsets(fewer, subsets, l2=config.l2, holdout=config.holdout)
             extra[f"{share:.0%} of samples"] = np.asarray(subset_scores(solution, "train"))
-        rows = choices_table(subsets, clusters, truth[TRUTHS[0]].mean(1), config.k, extra)
+        rows = choices_table(subsets, clusters, truth[TRUTHS[0]].mean(1), config.k, extra,
+                             member_gains=member_gains())
         return {f"{key}": np.array([row[key] for row in rows]) for key in rows[0]}
 
     choice_rows = stage("choices", choices, **STAGES["choices"])
+
+    def treatments():
+        true = np.asarray(truth["returns"]) - np.asarray(truth["start_returns"])[:, None, :]
+        per_seed = {"directed": np.stack([member_matrix(subsets, true[:, seed])
+                                          for seed in range(true.shape[1])], axis=1)}
+        estimates = {"directed": member_gains()[0]}
+        result = {f"decompose.{key}": value for key, value in decompose(
+            subsets, truth[TRUTHS[0]], clusters["train_scores"]).items()}
+        for treatment in TREATMENTS:
+            f_seeds = per_seed.get(treatment, truth[TRUTHS[0]])
+            f_hat = estimates.get(treatment, clusters["train_scores"])
+            true_groups = pgx.cluster_tasks(treated_affinity(subsets, f_seeds.mean(1), treatment),
+                                            config.k)
+            ours = pgx.cluster_tasks(treated_affinity(subsets, f_hat, treatment), config.k)
+            agree = self_agreement(subsets, f_seeds, config.k, treatment, draws=config.bootstrap,
+                                   seed=config.seed + 30)
+            null = pgx.chance_agreement(ours, true_groups, draws=config.null_draws,
+                                        seed=config.seed + 33)
+            result.update({f"{treatment}.truth_split": agree["split"],
+                           f"{treatment}.truth_median": agree["median"],
+                           f"{treatment}.ours": pgx.nmi(ours, true_groups),
+                           f"{treatment}.chance": null["mean"]})
+        return result
+
+    treated = stage("treatments", treatments, **STAGES["treatments"])
     results = {}
     for name in TRUTHS:
         f = truth[name].mean(1)
@@ -708,6 +774,7 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
         "planted_groups": planted,
         "vs_planted": vs_planted,
         "choices": choice_rows,
+        "treatments": {name: _unflatten(treated, f"{name}.") for name in (*TREATMENTS, "decompose")},
         "table1_distances": TABLE1_DISTANCES,
         "table1_linearization_error": table1["linearization"],
         "table1_ratio_error": table1["ratio"],

@@ -170,6 +170,56 @@ def _remove_task_effects(subsets, scores):
     return centred - jnp.matmul(design, coef, precision=jax.lax.Precision.HIGHEST)
 
 
+def directed_affinity(subsets: jax.Array, member_scores: jax.Array) -> jax.Array:
+    """Task affinity from per-task (directed) scores: how much having j in a subset changes task
+    i's own score, symmetrized.
+
+        b_i  = mean over the subsets S ∋ i of g_i(S)              (task i's own level)
+        D_ij = mean over the subsets S ∋ i, j of g_i(S) − b_i     (the transfer of j onto i)
+        U    = (D + Dᵀ) / 2, zero diagonal
+
+    Unlike eq. (5), which averages a whole subset's score, each task's level cancels by
+    construction, so per-task effects neither add noise nor bias the diagonal; what is left is
+    the pairwise part the grouping needs. Pairs no subset holds get 0 (no evidence either way).
+    Jittable.
+
+    Args:
+      subsets: bool[m, n], row l is the indicator of S_l.
+      member_scores: f[m, n], g_i(S_l) for the tasks i of S_l (e.g. `member_gains` of a
+        `SubsetSolution`, or the return gain of each task after fine-tuning on S_l); entries
+        outside S_l are ignored (may be NaN).
+
+    Returns:
+      U: f32[n, n], symmetric, zero diagonal.
+    """
+    subsets = as_array("subsets", subsets, ndim=2, kind="b")
+    member_scores = as_array("member_scores", member_scores, ndim=2, kind="fi")
+    if member_scores.shape != subsets.shape:
+        raise ValueError(f"member_scores has shape {member_scores.shape}, subsets "
+                         f"{subsets.shape}; they must match ([m, n])")
+    if is_concrete(member_scores) and is_concrete(subsets):
+        inside = np.asarray(subsets)
+        if not inside.any(axis=1).all():
+            raise ValueError("subsets has an empty row")
+        if not np.isfinite(np.asarray(member_scores)[inside]).all():
+            raise ValueError("member_scores has non-finite entries for tasks inside a subset")
+    return _directed_affinity(subsets, member_scores.astype(jnp.float32))
+
+
+@jax.jit
+def _directed_affinity(subsets, member_scores):
+    inside = subsets.astype(jnp.float32)
+    g = jnp.where(subsets, member_scores, 0.0)
+    hi = jax.lax.Precision.HIGHEST
+    level = g.sum(0) / jnp.maximum(inside.sum(0), 1.0)  # b_i
+    centred = jnp.where(subsets, g - level, 0.0)
+    counts = jnp.matmul(inside.T, inside, precision=hi)  # [i, j]: subsets holding both
+    sums = jnp.matmul(centred.T, inside, precision=hi)  # [i, j]: Σ_{S ∋ i, j} g_i(S) − b_i
+    directed = jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), 0.0)
+    U = (directed + directed.T) / 2
+    return U * (1.0 - jnp.eye(U.shape[0]))
+
+
 def gradient_similarity_affinity(features: Features, n_tasks: int) -> jax.Array:
     """The gradient-similarity baseline (Yu et al. 2020a): U_ij = cos(g_i, g_j).
 

@@ -399,7 +399,14 @@ def _solve_and_score(layout, subsets, *, l2, tol, max_iter, method, sizes):
     train_zero = jnp.log(2.0) * (subsets_f @ w_train.sum(-1)) / count_train
     held_zero = jnp.log(2.0) * (subsets_f @ w_held.sum(-1)) / jnp.maximum(count_held, 1)
     held_zero = jnp.where(count_held > 0, held_zero, jnp.nan)
-    return theta, train_loss, heldout_loss, train_zero, held_zero, grad_norm, iters
+    # Each member task's own loss under its subset's θ̂_S, [m, n] (NaN outside the subset).
+    per_task = jnp.einsum("tr,trc->tc", w_train, losses) / jnp.maximum(n_train, 1)[:, None]
+    task_loss = jnp.full((subsets.shape[0] + 1, subsets.shape[1]), jnp.nan).at[
+        slots, jnp.arange(subsets.shape[1])[:, None]].set(per_task)[:-1]
+    task_zero = jnp.where(subsets, jnp.log(2.0) * w_train.sum(-1) / jnp.maximum(n_train, 1),
+                          jnp.nan)
+    return (theta, train_loss, heldout_loss, train_zero, held_zero, grad_norm, iters, task_loss,
+            task_zero)
 
 
 @partial(jax.jit, static_argnames=("num_tasks", "sizes", "method", "max_iter", "num_devices"))
@@ -525,7 +532,7 @@ def solve_subsets(
     Returns:
       `SubsetSolution(theta f32[m, d], train_loss f32[m], heldout_loss f32[m],
       train_loss_at_zero f32[m], heldout_loss_at_zero f32[m], grad_norm f32[m],
-      iterations int32[m])`.
+      iterations int32[m], task_train_loss f32[m, n], task_train_loss_at_zero f32[m, n])`.
     """
     feats, subsets = _check_inputs(features, subsets, l2, holdout, tol, max_iter, method)
     available = len(jax.local_devices())
@@ -588,3 +595,12 @@ def subset_scores(solution: SubsetSolution, score_on: str = "train", score: str 
     if score == "loss":
         return -loss
     return (solution.heldout_loss_at_zero if held else solution.train_loss_at_zero) - loss
+
+
+def member_gains(solution: SubsetSolution):
+    """Per-task (directed) f̂: for each subset S and member task i, the reduction of task i's own
+    train loss that θ̂_S buys, L̂_{S,i}(0) − L̂_{S,i}(θ̂_S): f32[m, n], NaN for tasks outside S.
+
+    How much fine-tuning on S is estimated to help each of its tasks; `directed_affinity` turns
+    it into "how much j's presence helps i" (the transfer of j onto i)."""
+    return solution.task_train_loss_at_zero - solution.task_train_loss

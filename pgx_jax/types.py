@@ -53,6 +53,10 @@ class SubsetSolution:
         unadapted θ* (log 2 · mean weight of each split).
       grad_norm: f32[m] ‖∇ objective‖₂ at θ̂ (objective = train loss + l2/2 ‖θ‖²).
       iterations: int32[] number of solver iterations of the batched solve.
+      task_train_loss: f32[m, n] each member task's own train loss under θ̂_S, the mean over its
+        fitted samples (NaN for tasks outside S): the per-task (directed) scores of
+        `member_gains` and `directed_affinity`.
+      task_train_loss_at_zero: f32[m, n] the same at θ = 0 (NaN outside S).
     """
 
     theta: jax.Array
@@ -62,3 +66,5 @@ class SubsetSolution:
     heldout_loss_at_zero: jax.Array
     grad_norm: jax.Array
     iterations: jax.Array
+    task_train_loss: jax.Array
+    task_train_loss_at_zero: jax.Array

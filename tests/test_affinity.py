@@ -251,3 +251,49 @@ def test_remove_task_effects_bad_inputs():
         pgx.remove_task_effects(np.array([[True, False], [False, False]]), np.ones(2))
     with pytest.raises(ValueError, match="NaN"):
         pgx.remove_task_effects(np.eye(2, dtype=bool), np.array([1.0, np.nan]))
+
+
+# Per-task (directed) scores --------------------------------------------------------------------
+
+def test_directed_affinity_matches_a_brute_force_loop():
+    import pgx_jax as pgx
+
+    n, m = 7, 30
+    subsets = np.asarray(pgx.sample_subsets(jax.random.key(5), n, m, 3))
+    scores = np.where(subsets, np.random.default_rng(2).normal(size=(m, n)) * 3 + 10, np.nan)
+    level = [np.mean([scores[l, i] for l in range(m) if subsets[l, i]]) for i in range(n)]
+    directed = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            held = [scores[l, i] - level[i] for l in range(m) if subsets[l, i] and subsets[l, j]]
+            directed[i, j] = np.mean(held) if i != j and held else 0.0
+    expected = (directed + directed.T) / 2
+    np.testing.assert_allclose(pgx.directed_affinity(subsets, scores), expected, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(pgx.directed_affinity)(subsets, scores), expected, atol=1e-5)
+
+
+def test_directed_affinity_ignores_per_task_levels_and_finds_planted_transfer():
+    import pgx_jax as pgx
+
+    n, m = 10, 200
+    planted = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    subsets = np.asarray(pgx.sample_subsets(jax.random.key(0), n, m, 3))
+    rng = np.random.default_rng(4)
+    # g_i(S): task i's level (10× the signal) + 1 for each co-member of its group, + noise.
+    mates = subsets.astype(int) @ (planted[:, None] == planted[None, :]).astype(int) - 1
+    levels = rng.normal(size=n) * 10
+    scores = np.where(subsets, levels + mates + 0.05 * rng.normal(size=(m, n)), np.nan)
+    U = pgx.directed_affinity(subsets, scores)
+    assert pgx.nmi(pgx.cluster_tasks(U, 3), planted) == pytest.approx(1.0)
+    np.testing.assert_allclose(U, pgx.directed_affinity(subsets, scores - levels), atol=1e-4)
+
+
+def test_directed_affinity_bad_inputs():
+    import pgx_jax as pgx
+
+    with pytest.raises(ValueError, match="must match"):
+        pgx.directed_affinity(np.eye(3, dtype=bool), np.ones((3, 2)))
+    with pytest.raises(ValueError, match="non-finite"):
+        pgx.directed_affinity(np.eye(2, dtype=bool), np.array([[np.nan, 0.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="empty row"):
+        pgx.directed_affinity(np.array([[True, False], [False, False]]), np.ones((2, 2)))

@@ -93,8 +93,14 @@ def test_tiny_validation_run_writes_the_report(tmp_path, capsys):
     assert set(saved["vs_truth"]) == set(validate.TRUTHS)
     assert 0 <= saved["truth_self_agreement"]["q05"] <= saved["truth_self_agreement"]["q95"] <= 1
     assert saved["chance"]["ours"]["nmi"]["p_value"] > 0 and saved["vs_planted"] is None
-    # 8 choices of score × split × per-task treatment, + 2 l2 and 2 sample shares × 2 treatments
-    assert len(saved["choices"]["nmi"]) == 16
+    # 8 choices of score × split × per-task treatment, + 2 l2 and 2 sample shares × 2 treatments,
+    # + the directed per-task gains
+    assert len(saved["choices"]["nmi"]) == 17
+    assert saved["choices"]["task_effects"][-1] == "directed"
+    for name in ("keep", "remove", "directed"):
+        treated = saved["treatments"][name]
+        assert 0 <= treated["truth_split"] <= 1 and 0 <= treated["ours"] <= 1
+    assert -1 <= saved["treatments"]["decompose"]["levels_halves"] <= 1
     for result in saved["vs_truth"].values():
         assert 0 <= result["nmi"]["ours"] <= 1 and -1 <= result["self_spearman"] <= 1
     assert np.asarray(saved["true_f_per_seed"]["gain"]).shape == (12, 2)
@@ -113,8 +119,8 @@ def test_tiny_validation_run_writes_the_report(tmp_path, capsys):
     validate.main(argv + ["--l2", "0.1", "--force"])
     ran = {line.split("]")[0][1:] for line in capsys.readouterr().out.splitlines()
            if line.endswith("running ...")}
-    assert ran == {"estimate", "cluster", "agreement", "choices", "ablations", "generalization",
-                   "cost"}
+    assert ran == {"estimate", "cluster", "agreement", "choices", "treatments", "ablations",
+                   "generalization", "cost"}
     # The Python entry for a user's own family returns the same keys (here it resumes the run).
     config = validate.parse_config(validate.Config, argv + ["--l2", "0.1"])
     again = validate.run(cartpole_family((0.3, 0.6, 1.2, 2.0)), config, run_dir)
@@ -129,3 +135,30 @@ def test_quick_preset_finds_the_planted_groups_of_the_swapped_engine_family(tmp_
                              "--out", str(tmp_path)])
     assert metrics["planted_groups"] == [0] * 5 + [1] * 5
     assert metrics["vs_planted"]["ours"]["nmi"] > 0.99
+
+
+def test_truth_decomposition_separates_levels_from_pairwise_signal():
+    """Levels that every seed shares and pairwise noise that no two seeds share: the levels are
+    reproducible, the residual is not; an estimate equal to the truth's levels predicts them."""
+    import pgx_jax as pgx
+    from experiments._truth import decompose, member_matrix, task_levels
+
+    n, m, K = 8, 60, 4
+    subsets = np.asarray(pgx.sample_subsets(jax.random.key(1), n, m, 3))
+    rng = np.random.default_rng(0)
+    levels = rng.normal(size=n) * 5
+    f = (subsets / 3) @ levels
+    per_seed = f[:, None] + rng.normal(size=(m, K))
+    parts = decompose(subsets, per_seed, f)
+    assert parts["levels_halves"] > 0.9 and abs(parts["pairwise_halves"]) < 0.4
+    assert parts["levels_estimate"] > 0.9 and parts["levels_share"] > 0.8
+    # The residuals are remove_task_effects' (up to its centring constant).
+    _, residual = task_levels(subsets, per_seed[:, 0])
+    np.testing.assert_allclose(residual - residual.mean(),
+                               pgx.remove_task_effects(subsets, per_seed[:, 0]), atol=1e-4)
+    # Members in subset order land in their task's column.
+    values = np.arange(m * 3, dtype=float).reshape(m, 3)
+    matrix = member_matrix(subsets, values)
+    for row in range(m):
+        np.testing.assert_array_equal(matrix[row, subset_members(subsets)[row]], values[row])
+        assert np.isnan(matrix[row, ~subsets[row]]).all()

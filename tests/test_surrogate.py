@@ -82,6 +82,16 @@ def test_every_subset_matches_scipy(method, holdout):
         objective = mean_loss(z[fit], y[fit], w[fit], theta) + 0.5 * L2 * theta @ theta
         assert abs(objective - objective_ref) <= 1e-5 * objective_ref
         np.testing.assert_allclose(solution.train_loss[j], mean_loss(z[fit], y[fit], w[fit], theta_ref), rtol=1e-5)
+        for t in range(subsets.shape[1]):  # each member's own loss, NaN outside the subset
+            if not subset[t]:
+                assert np.isnan(solution.task_train_loss[j, t])
+                assert np.isnan(solution.task_train_loss_at_zero[j, t])
+                continue
+            own = fit[task[fit] == t]
+            np.testing.assert_allclose(solution.task_train_loss[j, t],
+                                       mean_loss(z[own], y[own], w[own], theta_ref), rtol=1e-5)
+            np.testing.assert_allclose(solution.task_train_loss_at_zero[j, t],
+                                       np.log(2) * w[own].mean(), rtol=1e-6)
         if holdout:
             np.testing.assert_allclose(
                 solution.heldout_loss[j], mean_loss(z[held], y[held], w[held], theta_ref), rtol=1e-5
