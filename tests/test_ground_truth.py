@@ -108,6 +108,12 @@ def test_tiny_validation_run_writes_the_report(tmp_path, capsys):
     nmi = np.asarray(metrics["ablations"]["nmi"], float)
     assert nmi.shape == (5, 2) and np.isnan(nmi[3]).all() and np.isfinite(np.delete(nmi, 3, 0)).all()
     assert np.asarray(saved["table1_linearization_error"]).shape == (4, 2)
+    # The cross-family summary reads the finished run.
+    from experiments import table3
+    summary = table3.main(["--out", str(tmp_path), "--run", "tiny"])
+    assert "| cartpole (k = 2, 2 truth seeds) |" in summary
+    assert f"**{saved['vs_truth']['gain']['nmi']['ours']:.2f}**" in summary
+    assert (tmp_path / "table3-tiny.md").read_text() == summary
     # Resuming loads every stage and gives the same numbers.
     again = validate.main(argv)
     assert again["vs_truth"]["gain"]["nmi"] == metrics["vs_truth"]["gain"]["nmi"]
