@@ -37,3 +37,20 @@ def test_tiny_cartpole_run_writes_results_and_resumes(tmp_path, capsys, monkeypa
     assert capsys.readouterr().out.count("finished earlier") == 6
     np.testing.assert_array_equal(again["groups"]["ours"], metrics["groups"]["ours"])
     np.testing.assert_allclose(again["theta_star_returns"], metrics["theta_star_returns"])
+
+
+def test_planted_family_run_scores_every_grouping_against_the_planted_groups(tmp_path):
+    from pgx_jax.envs.registry import FAMILIES
+
+    metrics = cartpole.main(["--env", "lunarlander-swapped", "--run", "tiny", "--out", str(tmp_path),
+                             "--steps-per-task", "1024", "--num-envs", "2", "--num-steps", "64",
+                             "--eval-envs", "2", "--collect-steps", "100", "--dim", "16",
+                             "--subsets", "40"])
+    planted = FAMILIES["lunarlander-swapped"].planted
+    import pgx_jax as pgx
+
+    assert metrics["vs_planted"]["ours"] == pgx.nmi(metrics["groups"]["ours"], planted)
+    assert set(metrics["vs_planted"]) == {"ours", "gradient_similarity", "random",
+                                          "ours, per-task effects keep",
+                                          "ours, per-task effects remove"}
+    assert all(0 <= v <= 1 for v in metrics["vs_planted"].values())
