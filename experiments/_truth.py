@@ -46,14 +46,30 @@ def task_levels(subsets, scores) -> tuple[np.ndarray, np.ndarray]:
     return levels, scores - design @ levels
 
 
+RELIABILITY_TARGET = 0.8  # split-half correlation of the pairwise part a trustworthy truth needs
+
+
+def seeds_needed(halves: float, seeds_per_half: int, target: float) -> float:
+    """Seeds (both halves together) for the halves to correlate at `target`, by Spearman–Brown
+    from the correlation `halves` of two means of `seeds_per_half` seeds each (inf when it is ≤ 0:
+    no signal to extrapolate). Indicative: Spearman–Brown is exact for Pearson correlations of
+    means of exchangeable seeds."""
+    if not halves > 0:
+        return float("inf")
+    one = halves / (seeds_per_half - (seeds_per_half - 1) * halves)  # one seed's reliability
+    return float(2 * np.ceil(target * (1 - one) / (one * (1 - target)) - 1e-9))
+
+
 def decompose(subsets, f_per_seed, f_hat) -> dict:
     """What of the truth is reproducible, and what of it the estimate predicts.
 
     f(S) splits into per-task levels (how much fine-tuning helps each task, whoever it is trained
     with) and a pairwise residual (what tasks add to each other: the grouping's signal). For each
     part: Spearman between the truth's two seed halves (is it reproducible?) and between the
-    estimate and the whole truth (is it predicted?); and the share of f's variance the levels
-    explain. Levels are compared over the n tasks, residuals over the m subsets.
+    estimate and the whole truth (is it predicted?); the share of f's variance the levels
+    explain; and how many seeds would make the pairwise part's halves correlate at
+    RELIABILITY_TARGET (`seeds_needed`). Levels are compared over the n tasks, residuals over the
+    m subsets.
 
     Args: subsets bool[m, n]; f_per_seed f[m, K]; f_hat f[m].
     """
@@ -64,8 +80,10 @@ def decompose(subsets, f_per_seed, f_hat) -> dict:
     levels, residual = task_levels(subsets, f.mean(1))
     levels_hat, residual_hat = task_levels(subsets, f_hat)
     total = f.mean(1)
+    pairwise_halves = pgx.spearman(first[1], second[1])
     return {"levels_halves": pgx.spearman(first[0], second[0]),
-            "pairwise_halves": pgx.spearman(first[1], second[1]),
+            "pairwise_halves": pairwise_halves,
+            "pairwise_seeds_needed": seeds_needed(pairwise_halves, half, RELIABILITY_TARGET),
             "levels_estimate": pgx.spearman(levels_hat, levels),
             "pairwise_estimate": pgx.spearman(residual_hat, residual),
             "levels_share": float(1 - residual.var() / total.var()),

@@ -59,7 +59,8 @@ def family_row(name: str, metrics: dict, config: dict) -> str:
     flops = metrics["flops"]["full"] / metrics["flops"]["estimation"] / seeds
     parts = metrics.get("treatments", {}).get("decompose")
     reproducible = ("—" if parts is None else
-                    f"{parts['levels_halves']:.2f} / {parts['pairwise_halves']:.2f}")
+                    f"{parts['levels_halves']:.2f} / {parts['pairwise_halves']:.2f} "
+                    f"({parts['pairwise_seeds_needed']:.0f})")
     planted = metrics.get("vs_planted")
     vs_planted = "—" if planted is None else (f"{planted['ours']['nmi']:.2f} / "
                                               f"{planted['truth']['nmi']:.2f}")
@@ -104,7 +105,8 @@ def summarize(config: Config) -> str:
         "",
         "| family | NMI vs truth: ours / grad. sim. / random (mean of 100) | chance NMI of ours "
         "(same group sizes) | AMI ours | truth vs itself: split NMI; bootstrap median [90%] | "
-        "truth reproducible (Spearman of halves): per-task levels / pairwise | vs planted: ours / "
+        "truth reproducible (Spearman of halves): per-task levels / pairwise (seeds it would need "
+        "for 0.8) | vs planted: ours / "
         "truth | Spearman f̂ vs f | ‖Û − U‖/‖U‖ | speedup per truth seed: FLOPs, wall | paper NMI |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *[family_row(name, metrics, cfg) for name, (metrics, cfg) in runs.items()],

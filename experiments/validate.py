@@ -59,6 +59,7 @@ from experiments._generalization import (
     training_curve,
 )
 from experiments._truth import (
+    RELIABILITY_TARGET,
     TREATMENTS,
     choices_table,
     decompose,
@@ -450,6 +451,10 @@ def trust_lines(config: Config, metrics: dict) -> list[str]:
         f"| pairwise residual (over subsets) | {1 - parts['levels_share']:.2f} / "
         f"{1 - parts['levels_share_estimate']:.2f} | {parts['pairwise_halves']:.2f} | "
         f"{parts['pairwise_estimate']:.2f} |",
+        "",
+        f"Seeds the truth would need for its pairwise halves to correlate at "
+        f"{RELIABILITY_TARGET} (Spearman–Brown from this run's {config.truth_seeds}): "
+        f"{parts['pairwise_seeds_needed']:.0f}.",
         "",
         "Groups under each per-task treatment (truth and estimate treated alike; directed: "
         "`pgx.directed_affinity` of per-task gains, the transfer of j onto i symmetrized):",

@@ -168,3 +168,12 @@ def test_truth_decomposition_separates_levels_from_pairwise_signal():
     for row in range(m):
         np.testing.assert_array_equal(matrix[row, subset_members(subsets)[row]], values[row])
         assert np.isnan(matrix[row, ~subsets[row]]).all()
+
+
+def test_seeds_needed_follows_spearman_brown():
+    from experiments._truth import seeds_needed
+
+    # One seed's reliability 0.2 → halves of 2 seeds correlate at 2·0.2/(1 + 0.2) = 1/3; 0.8 needs
+    # 0.8·0.8/(0.2·0.2) = 16 seeds per half.
+    assert seeds_needed(1 / 3, 2, 0.8) == 32
+    assert seeds_needed(0.8, 4, 0.8) <= 8 and seeds_needed(-0.1, 4, 0.8) == float("inf")
