@@ -58,6 +58,26 @@ def test_evaluation_uses_common_random_numbers():
     assert not np.allclose(again, other)  # a different key draws different episodes
 
 
+def test_evaluation_stops_at_the_episode_limit_with_the_same_returns():
+    """Steps past the family's truncation limit are skipped: only first episodes count, so the
+    start returns equal an evaluation that runs far longer."""
+    import dataclasses
+
+    family = cartpole_family((0.3, 0.6))
+    family = dataclasses.replace(family, params=family.params.replace(
+        max_steps_in_episode=jnp.array([12, 20])))
+    assert family.episode_limit == 20
+    config = PPOConfig(steps_per_task=256, num_envs=2, num_steps=64, num_minibatches=2)
+    agent = make_agent(family, config)
+    start = agent.init(jax.random.key(0), family.obs_dim)
+    key = jax.random.key(1)
+    result = fine_tune_subsets(config, family, start, [[1, 1]], key, eval_envs=3, max_steps=500)
+    longer = task_returns(agent, start, family, jnp.asarray([0, 1]), jax.random.split(key)[1], 3,
+                          200, True)
+    np.testing.assert_allclose(result.start_returns[0], longer, rtol=1e-6)
+    assert np.all(np.asarray(longer) <= np.array([12, 20]))
+
+
 def test_subset_members_validation():
     np.testing.assert_array_equal(subset_members([[1, 0, 1], [0, 1, 1]]), [[0, 2], [1, 2]])
     with pytest.raises(ValueError, match="equal-size"):

@@ -46,6 +46,13 @@ class TaskFamily:
     def num_tasks(self) -> int:
         return len(self.names)
 
+    @property
+    def episode_limit(self) -> int | None:
+        """The longest truncation limit of any task (`params.max_steps_in_episode`), or None when
+        the environment has none."""
+        limit = getattr(self.params, "max_steps_in_episode", None)
+        return None if limit is None else int(np.max(np.asarray(limit)))
+
     def task_params(self, index: int):
         """The parameters of task `index` alone (no task axis)."""
         return jax.tree_util.tree_map(lambda leaf: leaf[index], self.params)

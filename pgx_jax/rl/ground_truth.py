@@ -88,7 +88,9 @@ def fine_tune_subsets(config: PPOConfig, family: TaskFamily, params, subsets, ke
       subsets: bool[m, n], every subset of the same size α.
       key: PRNG key (one independent training stream per subset and seed).
       seeds: K independent fine-tuning runs per subset; f(S) averages them.
-      eval_envs, max_steps: evaluation episodes per task, and their step cap.
+      eval_envs, max_steps: evaluation episodes per task, and their step cap (lowered to the
+        family's `episode_limit`: only each env's first episode counts, so steps past the limit
+        would be work for nothing; highway's episodes last 30 steps).
       greedy: evaluate the mode action (default) rather than sampled actions; with the shared
         initial states of `task_returns` the evaluation of a policy is then deterministic.
       progress: see `make_finetune` (called once per update of each batched run).
@@ -96,6 +98,8 @@ def fine_tune_subsets(config: PPOConfig, family: TaskFamily, params, subsets, ke
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, got {seeds!r}")
     members = jnp.asarray(subset_members(subsets))
+    if family.episode_limit is not None:
+        max_steps = min(max_steps, family.episode_limit)
     agent = make_agent(family, config)
     run = make_finetune(config, family, progress)
     key_train, key_eval = jax.random.split(key)
