@@ -243,6 +243,11 @@ def main(argv=None) -> dict:
             groups = pgx.cluster_tasks(affinity_of(clusters["subsets"], clusters["scores"], effects),
                                        config.k)
             metrics["vs_planted"][f"ours, per-task effects {effects}"] = pgx.nmi(groups, planted)
+        solution = pgx.solve_subsets(out["features"], clusters["subsets"], l2=config.l2,
+                                     holdout=config.holdout)
+        directed = pgx.directed_affinity(clusters["subsets"], pgx.member_gains(solution))
+        metrics["vs_planted"]["ours, directed"] = pgx.nmi(pgx.cluster_tasks(directed, config.k),
+                                                          planted)
     atomic_write_json(run_dir / "metrics.json", metrics)
     finish_run(stage)
     atomic_write_bytes(run_dir / "affinity.png", plot_affinity(

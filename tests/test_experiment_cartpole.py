@@ -52,5 +52,5 @@ def test_planted_family_run_scores_every_grouping_against_the_planted_groups(tmp
     assert metrics["vs_planted"]["ours"] == pgx.nmi(metrics["groups"]["ours"], planted)
     assert set(metrics["vs_planted"]) == {"ours", "gradient_similarity", "random",
                                           "ours, per-task effects keep",
-                                          "ours, per-task effects remove"}
+                                          "ours, per-task effects remove", "ours, directed"}
     assert all(0 <= v <= 1 for v in metrics["vs_planted"].values())
