@@ -60,10 +60,14 @@ def family_row(name: str, metrics: dict, config: dict) -> str:
     parts = metrics.get("treatments", {}).get("decompose")
     reproducible = ("—" if parts is None else
                     f"{parts['levels_halves']:.2f} / {parts['pairwise_halves']:.2f} "
-                    f"({parts['pairwise_seeds_needed']:.0f})")
+                    f"({parts.get('pairwise_seeds_needed', float('nan')):.0f})")
     planted = metrics.get("vs_planted")
     vs_planted = "—" if planted is None else (f"{planted['ours']['nmi']:.2f} / "
                                               f"{planted['truth']['nmi']:.2f}")
+    if metrics.get("truth_degenerate"):
+        return (f"| {name} (k = {config.get('k', '?')}, {seeds} truth seeds) | degenerate truth: "
+                "fine-tuning changed no greedy return | | | | | | | | "
+                f"{flops:.1f}×, {ground / estimation / seeds:.1f}× | {PAPER_NMI.get(name, '—')} |")
     return (f"| {name} (k = {config.get('k', '?')}, {seeds} truth seeds) | **{nmi['ours']:.2f}** / "
             f"{nmi['gradient_similarity']:.2f} / {random['nmi_mean']:.2f} | "
             f"{chance['mean']:.2f} ± {chance['std']:.2f} (p = {chance['p_value']:.2f}) | "

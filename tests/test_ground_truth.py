@@ -197,3 +197,11 @@ def test_seeds_needed_follows_spearman_brown():
     # 0.8·0.8/(0.2·0.2) = 16 seeds per half.
     assert seeds_needed(1 / 3, 2, 0.8) == 32
     assert seeds_needed(0.8, 4, 0.8) <= 8 and seeds_needed(-0.1, 4, 0.8) == float("inf")
+
+
+def test_a_truth_that_fine_tuning_never_moved_is_flagged():
+    from experiments.validate import truth_degenerate
+
+    start = np.full((5, 3), 20.0)
+    assert truth_degenerate(np.full((5, 4), 9.5e-7), start)
+    assert not truth_degenerate(np.full((5, 4), 0.05), start)
