@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from pgx_jax._validate import as_array, check_finite, check_leading, check_task_ids
-from pgx_jax.projection import project_leaves
+from pgx_jax.projection import leaf_projection, project_leaves
 from pgx_jax.types import Features, Transitions
 
 LogProbFn = Callable[[object, jax.Array, jax.Array], jax.Array]
@@ -29,6 +29,11 @@ def labels_and_weights(advantage: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.where(advantage >= 0, 1.0, -1.0), jnp.abs(advantage)
 
 
+# Up to this size P is generated once per call and kept whole (544 MB for a 340k-parameter
+# policy at d = 400) instead of block by block for every chunk, which doubled the projection's cost.
+WHOLE_PROJECTION_BYTES = 1 << 30
+
+
 @partial(jax.jit, static_argnames=("log_prob_fn", "dim", "chunk"))
 def _projected_gradients(log_prob_fn, params, obs, action, key, dim, chunk):
     num = obs.shape[0]
@@ -40,10 +45,18 @@ def _projected_gradients(log_prob_fn, params, obs, action, key, dim, chunk):
         jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x for x in (obs, action)
     )
     per_sample_grad = jax.vmap(jax.grad(log_prob_fn), in_axes=(None, 0, 0))
+    sizes = [leaf.size for leaf in jax.tree_util.tree_leaves(params)]
+    if 4 * sum(sizes) * dim <= WHOLE_PROJECTION_BYTES:
+        whole = [leaf_projection(key, i, size, dim) for i, size in enumerate(sizes)]
+
+        def project(leaves):
+            return sum(x.reshape(chunk, -1) @ p for x, p in zip(leaves, whole))
+    else:
+        project = partial(project_leaves, key, dim=dim)
 
     def chunk_features(inputs):
         grads = per_sample_grad(params, *inputs)  # pytree of [chunk, *leaf.shape]
-        return project_leaves(key, jax.tree_util.tree_leaves(grads), dim)
+        return project(jax.tree_util.tree_leaves(grads))
 
     chunks = jax.tree_util.tree_map(
         lambda x: x.reshape((num_chunks, chunk) + x.shape[1:]), (obs, action)
@@ -63,9 +76,12 @@ def gradient_features(
     """Projected per-sample gradients z_t = Pᵀ ∇θ log π_θ(a_t|s_t) at θ = params, labels, weights.
 
     The per-sample gradients are computed with `vmap(grad(log_prob_fn))` over chunks of `chunk`
-    samples and projected block by block (see `pgx_jax.projection`), so neither the [N, p]
-    gradient matrix nor the [p, d] projection matrix ever exists: peak memory is about
-    `chunk × p` floats for one chunk's gradients plus the [N, d] output.
+    samples, so the [N, p] gradient matrix never exists. The projection P (see
+    `pgx_jax.projection`) is generated once per call and kept whole when it takes at most
+    `WHOLE_PROJECTION_BYTES` (1 GiB: p·d·4 bytes), else block by block for every chunk (its
+    generation then costs about as much as the projection itself). Peak memory: `chunk × p`
+    floats for one chunk's gradients, plus P when whole, plus the [N, d] output — independent
+    of N beyond the output.
 
     Args:
       log_prob_fn: `log_prob_fn(params, obs, action) -> f32[]`, log π(a|s) of ONE sample.

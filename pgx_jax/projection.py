@@ -53,6 +53,15 @@ def _project_leaf(key: jax.Array, leaf: int, x: jax.Array, dim: int) -> jax.Arra
     return acc
 
 
+def leaf_projection(key: jax.Array, leaf: int, size: int, dim: int) -> jax.Array:
+    """All rows of P that belong to leaf `leaf` (of `size` entries) at once: f32[size, dim],
+    equal to its blocks stacked. For reuse over many batches: P_leaf is then generated once."""
+    num_blocks = -(-size // BLOCK_ROWS)
+    # One block at a time (lax.map), so that only P itself, not its random bits, is ever whole.
+    blocks = jax.lax.map(lambda j: projection_block(key, leaf, j, dim), jnp.arange(num_blocks))
+    return blocks.reshape(num_blocks * BLOCK_ROWS, dim)[:size]
+
+
 def project_leaves(key: jax.Array, leaves: list[jax.Array], dim: int) -> jax.Array:
     """Projects a batch given as a list of leaves, each f32[B, ...], to f32[B, dim]."""
     batch = leaves[0].shape[0]

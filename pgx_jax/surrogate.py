@@ -20,7 +20,9 @@ How all m problems are batched (measured on a 2-core CPU; see benchmarks/solver.
     (Böhning–Lindsay); a low-rank-plus-shift approximation of H0_S⁻¹ is the initial inverse
     Hessian, which takes the steep directions of the gradient spectrum out of the iteration
     count (on policy-gradient features: 8–13 iterations where sklearn's L-BFGS needs 20–46).
-    The line search is exact (the margins move linearly along a step: elementwise work only).
+    The line search is a safeguarded 1-D Newton step (the margins move linearly along a step:
+    elementwise work only, two passes, sharing σ with the next gradient; `_Problems.line_search`).
+    Nothing leaves the device inside the loop (tests/test_surrogate.py checks the program).
     Converged problems stop moving; the loop ends when all meet the gradient tolerance.
   * Solver "optax": optax L-BFGS (zoom line search) per subset under `lax.map`, on the subset's
     own rows, to the same tolerance. The reference method named in DESIGN.md; slower.
@@ -44,8 +46,8 @@ from pgx_jax.types import Features, SubsetSolution
 METHODS = ("preconditioned", "optax")
 SCORE_ON = ("heldout", "train")
 SCORES = ("gain", "loss")
-LINE_SEARCH_STEPS = 1  # 1-D Newton steps of the exact line search
-RANK = 32  # eigenpairs kept per task in the preconditioner
+RANK = 24  # eigenpairs kept per task in the preconditioner (iterations equal to 32 on the
+# policy, planted and isotropic data of benchmarks/solver.py, a 72² instead of 96² Woodbury system)
 MEMORY = 8  # L-BFGS memory
 
 
@@ -103,14 +105,23 @@ def _to_subsets(values: jax.Array, slots: jax.Array, num_subsets: int) -> jax.Ar
     return jax.ops.segment_sum(flat, slots.reshape(-1), num_segments=num_subsets + 1)[:num_subsets]
 
 
+def _loss_and_sigmoid(u: jax.Array):
+    """(softplus(u), σ(u)) from one exp(−|u|), elementwise: the two share the transcendental."""
+    e = jnp.exp(-jnp.abs(u))
+    return jnp.maximum(u, 0.0) + jnp.log1p(e), jnp.where(u >= 0, 1.0, e) / (1.0 + e)
+
+
 def _margins(z: jax.Array, theta: jax.Array, slots: jax.Array) -> jax.Array:
-    """f32[n, R, C]: z_tᵀθ_S for every task t and every subset S holding t (0 on padding)."""
+    """f32[n, C, R]: θ_Sᵀz_t for every task t, every subset S holding t (slot c) and row r.
+
+    Slots before rows, so that the per-subset sums over rows reduce the fastest axis."""
     padded = jnp.concatenate([theta, jnp.zeros((1, theta.shape[1]), theta.dtype)])
-    return jnp.einsum("trd,tcd->trc", z, padded[slots])
+    return jnp.einsum("tcd,trd->tcr", padded[slots], z)
 
 
 # ----------------------------------------------------------------------------------------------
-# Solvers: both return (theta f32[m, d], margins f32[n, R, C], iterations int32[m]).
+# Solvers: both return (theta f32[m, d], margins f32[n, C, R], gradient f32[m, d],
+# iterations int32[m]).
 
 
 class _Problems(NamedTuple):
@@ -129,51 +140,82 @@ class _Problems(NamedTuple):
         return self.count.shape[0]
 
     def per_slot(self, values: jax.Array) -> jax.Array:
-        """f32[m] → f32[n, 1, C], the value of the subset in each slot (0 on padding)."""
-        return jnp.concatenate([values, jnp.zeros(1)])[self.slots][:, None, :]
+        """f32[m] → f32[n, C, 1], the value of the subset in each slot (0 on padding)."""
+        return jnp.concatenate([values, jnp.zeros(1)])[self.slots][:, :, None]
 
-    def subset_sum(self, weights: jax.Array, values: jax.Array) -> jax.Array:
-        """Σ over each subset's rows of weights[t, r] · values[t, r, c] → f32[m]."""
-        return _to_subsets(jnp.einsum("tr,trc->tc", weights, values), self.slots, self.num_subsets)
+    def subset_sum(self, weights: jax.Array, *values: jax.Array):
+        """Σ over each subset's rows of weights[t, r] · values[t, c, r], for each of `values`:
+        f32[m] (a tuple of them for several `values`, all reduced in one pass)."""
+        per_slot = [jnp.sum(weights[:, None, :] * v, axis=-1) for v in values]
+        # The barrier keeps XLA from fusing the row reductions into the scatter of _to_subsets,
+        # which computes them several times slower (measured on CPU).
+        per_slot = jnp.stack(jax.lax.optimization_barrier(per_slot), -1)  # [n, C, k]
+        sums = jnp.moveaxis(_to_subsets(per_slot, self.slots, self.num_subsets), -1, 0)
+        return sums[0] if len(values) == 1 else tuple(sums)
 
-    def gradient(self, theta: jax.Array, margins: jax.Array) -> jax.Array:
-        """∇ objective at θ, f32[m, d], given margins = _margins(z, θ, slots)."""
-        residual = -(self.y * self.w)[..., None] * jax.nn.sigmoid(-self.y[..., None] * margins)
-        per_slot = jnp.einsum("trd,trc->tcd", self.z, residual)
+    def residual(self, margins: jax.Array) -> jax.Array:
+        """f32[n, C, R]: −y·w·σ(−y·margins), each row's derivative of the weighted loss."""
+        return -(self.y * self.w)[:, None, :] * jax.nn.sigmoid(-self.y[:, None, :] * margins)
+
+    def gradient(self, theta: jax.Array, residual: jax.Array) -> jax.Array:
+        """∇ objective at θ, f32[m, d], given `residual(margins)` f32[n, C, R] at θ."""
+        per_slot = jnp.einsum("tcr,trd->tcd", residual, self.z)
         return _to_subsets(per_slot, self.slots, self.num_subsets) / self.count[:, None] + (
             self.l2 * theta
         )
 
-    def line_search(self, theta, step, margins, direction) -> jax.Array:
-        """Step length s f32[m] minimizing φ(s) = objective(θ + s·step), by 1-D Newton.
+    def line_search(self, theta, step, slope_at_zero, margins, direction):
+        """Exact line search along `step` for every subset: one 1-D Newton step from s = 1.
 
-        φ is convex and the margins move linearly (margins + s·direction), so each Newton step
-        costs elementwise work only. Starts at s = 1 and keeps the result only where it beats it.
+        φ(s) = objective(θ + s·step) is convex and the margins move linearly (margins +
+        s·direction), so φ and its derivatives cost elementwise work only: one fused pass at
+        s = 1 (value, slope, curvature sums), one at the Newton point (value sum, and the new
+        margins and residuals for the gradient). Where φ'(1) > 0 the minimizer lies in (0, 1);
+        a Newton point at or below 0 there (curvature at 1 much below that on the way: a step
+        far too long) is replaced by the secant point of φ' between 0 and 1, so the step never
+        collapses to 0 (which would stall the subset for good). The candidate is kept where it
+        beats s = 1; only if some subset keeps s = 1 does a third pass redo the margins and
+        residuals.
+        Each pass takes the loss and σ from a single exp (`_loss_and_sigmoid`).
+
+        Returns:
+          (s f32[m], objective at θ + s·step f32[m], margins at it f32[n, C, R],
+          `residual(margins)` at it f32[n, C, R]).
         """
         step_sq, theta_step = jnp.sum(step**2, -1), jnp.sum(theta * step, -1)
-        y, w = self.y[..., None], self.w
+        theta_sq = jnp.sum(theta**2, -1)
+        y, yw, w = self.y[:, None, :], (self.y * self.w)[:, None, :], self.w
 
-        def derivatives(s):
-            u = -y * (margins + self.per_slot(s) * direction)
-            sig = jax.nn.sigmoid(u)
-            reg = jnp.sum(theta**2, -1) + 2 * s * theta_step + s**2 * step_sq
-            value = self.subset_sum(w, jax.nn.softplus(u)) / self.count + 0.5 * self.l2 * reg
-            slope = self.subset_sum(w, -y * direction * sig) / self.count + self.l2 * (
-                theta_step + s * step_sq
-            )
-            curvature = self.subset_sum(w, direction**2 * sig * (1 - sig)) / self.count
-            return value, slope, curvature + self.l2 * step_sq
+        def penalty(s):
+            return 0.5 * self.l2 * (theta_sq + 2 * s * theta_step + s**2 * step_sq)
 
-        s = jnp.ones(self.num_subsets)
-        value_at_one, slope, curvature = derivatives(s)
-        for _ in range(LINE_SEARCH_STEPS):
-            s = jnp.clip(s - slope / curvature, 0.0, 16.0)
-            value, slope, curvature = derivatives(s)
-        return jnp.where(value <= value_at_one, s, 1.0)
+        loss_one, sig_one = _loss_and_sigmoid(-y * (margins + direction))
+        value_sum, slope_sum, curvature_sum = self.subset_sum(
+            w, loss_one, -y * direction * sig_one, direction**2 * sig_one * (1 - sig_one)
+        )
+        value_one = value_sum / self.count + penalty(1.0)
+        slope = slope_sum / self.count + self.l2 * (theta_step + step_sq)
+        curvature = curvature_sum / self.count + self.l2 * step_sq
+        # A converged problem has step = 0, hence zero curvature: it stays at s = 1 (no move).
+        newton = jnp.where(curvature > 0, 1.0 - slope / jnp.where(curvature > 0, curvature, 1.0), 1.0)
+        bracketed = (slope > 0) & (slope_at_zero < 0)
+        secant = slope_at_zero / jnp.where(bracketed, slope_at_zero - slope, -1.0)
+        newton = jnp.where(bracketed & (newton <= 0), secant, jnp.clip(newton, 0.0, 16.0))
+        newton_margins = margins + self.per_slot(newton) * direction
+        loss_newton, sig_newton = _loss_and_sigmoid(-y * newton_margins)
+        value_newton = self.subset_sum(w, loss_newton) / self.count + penalty(newton)
+        keep = value_newton <= value_one
+        s = jnp.where(keep, newton, 1.0)
 
-    def gram(self) -> jax.Array:
-        """f32[n, d, d]: Σ_r w_r z_r z_rᵀ of every task's fitted rows."""
-        return jnp.einsum("trd,tr,tre->tde", self.z, self.w, self.z)
+        def redo(_):
+            new_margins = margins + self.per_slot(s) * direction
+            return new_margins, self.residual(new_margins)
+
+        residual_newton = -yw * sig_newton
+        new_margins, residual = jax.lax.cond(
+            jnp.all(keep), lambda _: (newton_margins, residual_newton), redo, None
+        )
+        return s, jnp.where(keep, value_newton, value_one), new_margins, residual
 
 
 def _members(subsets: jax.Array, max_size: int) -> jax.Array:
@@ -202,15 +244,15 @@ def _bound_preconditioner(problems: _Problems, rank: int):
     rank = min(rank, dim)
 
     def gram_times(x):  # G_t x_t for x: [n, d, k], without forming G_t
-        return jnp.einsum("trd,tr,trk->tdk", z, w, jnp.einsum("trd,tdk->trk", z, x))
+        return jnp.einsum("trd,trk->tdk", z, w[..., None] * jnp.einsum("trd,tdk->trk", z, x))
 
     # A fixed sketch: the preconditioner changes the speed of the solve, never its answer.
     sketch = jax.random.normal(jax.random.key(0), (dim, min(rank + 8, dim)))
     basis, _ = jnp.linalg.qr(gram_times(gram_times(jnp.broadcast_to(sketch, (num_tasks,) + sketch.shape))))
     projected = jnp.einsum("trd,tdk->trk", z, basis)
-    values, vectors = jnp.linalg.eigh(jnp.einsum("trk,tr,trl->tkl", projected, w, projected))
+    values, vectors = jnp.linalg.eigh(jnp.einsum("trk,trl->tkl", projected * w[..., None], projected))
     values, vectors = values[:, -rank:], jnp.einsum("tdi,tij->tdj", basis, vectors[:, :, -rank:])
-    trace = jnp.einsum("tr,trd,trd->t", w, z, z)
+    trace = jnp.sum(w * jnp.sum(z * z, -1), -1)
     tail = jnp.maximum(trace - values.sum(-1), 0.0) / max(dim - rank, 1)  # [n]
 
     def pad(x):  # append the dummy task n, whose factor is zero
@@ -265,10 +307,11 @@ def _preconditioned_solve(problems: _Problems, tol, max_iter, memory=MEMORY, ran
         step = two_loop(state.grad, state.s_hist, state.y_hist, state.rho, state.newest, state.scale)
         step = jnp.where(state.active[:, None], step, 0.0)
         direction = _margins(problems.z, step, problems.slots)
-        s = problems.line_search(state.theta, step, state.margins, direction)
+        s, value, margins, residual = problems.line_search(
+            state.theta, step, jnp.sum(state.grad * step, -1), state.margins, direction
+        )
         theta = state.theta + s[:, None] * step
-        margins = state.margins + problems.per_slot(s) * direction
-        grad = problems.gradient(theta, margins)
+        grad = problems.gradient(theta, residual)
         s_k, y_k = s[:, None] * step, grad - state.grad
         sy = jnp.sum(s_k * y_k, -1)
         ok = state.active & (sy > 0)  # a converged or degenerate pair leaves the memory alone
@@ -278,6 +321,7 @@ def _preconditioned_solve(problems: _Problems, tol, max_iter, memory=MEMORY, ran
             theta=theta,
             margins=margins,
             grad=grad,
+            value=value,
             s_hist=state.s_hist.at[newest].set(jnp.where(ok[:, None], s_k, 0.0)),
             y_hist=state.y_hist.at[newest].set(jnp.where(ok[:, None], y_k, 0.0)),
             rho=state.rho.at[newest].set(jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), 0.0)),
@@ -287,14 +331,16 @@ def _preconditioned_solve(problems: _Problems, tol, max_iter, memory=MEMORY, ran
             active=state.active & (jnp.linalg.norm(grad, axis=-1) > tol * grad_scale),
         )
 
+    # At θ = 0 every margin is 0: σ = 1/2 and each sample's loss is w·log 2.
     theta = jnp.zeros((num_subsets, dim))
-    margins = jnp.zeros(problems.z.shape[:2] + (problems.slots.shape[1],))
-    grad = problems.gradient(theta, margins)
+    margins = jnp.zeros(problems.slots.shape + problems.z.shape[1:2])
+    grad = problems.gradient(theta, problems.residual(margins))
     grad_scale = jnp.maximum(jnp.linalg.norm(grad, axis=-1), jnp.finfo(jnp.float32).tiny)
     state = _QNState(
         theta=theta,
         margins=margins,
         grad=grad,
+        value=jnp.log(2.0) * problems.subset_sum(problems.w, jnp.ones_like(margins)) / problems.count,
         s_hist=jnp.zeros((memory, num_subsets, dim)),
         y_hist=jnp.zeros((memory, num_subsets, dim)),
         rho=jnp.zeros((memory, num_subsets)),
@@ -304,13 +350,14 @@ def _preconditioned_solve(problems: _Problems, tol, max_iter, memory=MEMORY, ran
         active=jnp.linalg.norm(grad, axis=-1) > tol * grad_scale,
     )
     final = jax.lax.while_loop(cond, body, state)
-    return final.theta, final.margins, final.iters
+    return final.theta, final.margins, final.grad, final.iters
 
 
 class _QNState(NamedTuple):
     theta: jax.Array  # f32[m, d]
-    margins: jax.Array  # f32[n, R, C], kept in step with theta
+    margins: jax.Array  # f32[n, C, R], kept in step with theta
     grad: jax.Array  # f32[m, d]
+    value: jax.Array  # f32[m] objective at theta
     s_hist: jax.Array  # f32[K, m, d] L-BFGS steps (circular, newest at `newest`)
     y_hist: jax.Array  # f32[K, m, d] gradient changes
     rho: jax.Array  # f32[K, m] 1 / sᵀy (0 marks an empty slot)
@@ -363,7 +410,9 @@ def _optax_solve(problems: _Problems, tol, max_iter):
         return theta, iters
 
     theta, iters = jax.lax.map(solve_one, (problems.members, problems.count))
-    return theta, _margins(problems.z, theta, problems.slots), iters
+    margins = _margins(problems.z, theta, problems.slots)
+    grad = problems.gradient(theta, problems.residual(margins))
+    return theta, margins, grad, iters
 
 
 _SOLVERS = {"preconditioned": _preconditioned_solve, "optax": _optax_solve}
@@ -389,18 +438,18 @@ def _solve_and_score(layout, subsets, *, l2, tol, max_iter, method, sizes):
     problems = _Problems(
         z, y, w_train, slots, _members(subsets, sizes.members), count_train, jnp.float32(l2)
     )
-    theta, margins, iters = _SOLVERS[method](problems, tol, max_iter)
-    losses = jax.nn.softplus(-y[..., None] * margins)  # [n, R, C], fitted and held-out rows
+    theta, margins, grad, iters = _SOLVERS[method](problems, tol, max_iter)
+    losses = jax.nn.softplus(-y[:, None, :] * margins)  # [n, C, R], fitted and held-out rows
     train_loss = problems.subset_sum(w_train, losses) / count_train
     held_sum = problems.subset_sum(w_held, losses)
     heldout_loss = jnp.where(count_held > 0, held_sum / jnp.maximum(count_held, 1), jnp.nan)
-    grad_norm = jnp.linalg.norm(problems.gradient(theta, margins), axis=-1)
+    grad_norm = jnp.linalg.norm(grad, axis=-1)
     # At θ = 0 (the unadapted θ*) every margin is 0, so each sample's loss is w·log 2.
     train_zero = jnp.log(2.0) * (subsets_f @ w_train.sum(-1)) / count_train
     held_zero = jnp.log(2.0) * (subsets_f @ w_held.sum(-1)) / jnp.maximum(count_held, 1)
     held_zero = jnp.where(count_held > 0, held_zero, jnp.nan)
     # Each member task's own loss under its subset's θ̂_S, [m, n] (NaN outside the subset).
-    per_task = jnp.einsum("tr,trc->tc", w_train, losses) / jnp.maximum(n_train, 1)[:, None]
+    per_task = jnp.einsum("tr,tcr->tc", w_train, losses) / jnp.maximum(n_train, 1)[:, None]
     task_loss = jnp.full((subsets.shape[0] + 1, subsets.shape[1]), jnp.nan).at[
         slots, jnp.arange(subsets.shape[1])[:, None]].set(per_task)[:-1]
     task_zero = jnp.where(subsets, jnp.log(2.0) * w_train.sum(-1) / jnp.maximum(n_train, 1),

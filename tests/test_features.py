@@ -60,11 +60,19 @@ def gaussian_setup(num=11, obs_dim=4, hidden=(6, 6)):
     return policy, params, batch
 
 
+@pytest.mark.parametrize("whole_projection", [True, False], ids=["whole-P", "blockwise-P"])
 @pytest.mark.parametrize("setup", [categorical_setup, gaussian_setup])
-def test_features_equal_loop_of_single_sample_grads_times_explicit_p(setup, key):
+def test_features_equal_loop_of_single_sample_grads_times_explicit_p(setup, whole_projection, key,
+                                                                      monkeypatch):
+    from pgx_jax import features
+
+    if not whole_projection:  # P too large to keep whole: generated block by block per chunk
+        monkeypatch.setattr(features, "WHOLE_PROJECTION_BYTES", 0)
+        features._projected_gradients.clear_cache()
     policy, params, batch = setup()
     dim = 6
     feats = gradient_features(policy.log_prob, params, batch, key, dim=dim, chunk=4)
+    features._projected_gradients.clear_cache()  # no compiled program outlives the setting
     grads = np.stack([
         flat(jax.grad(policy.log_prob)(params, batch.obs[i], batch.action[i]))
         for i in range(batch.obs.shape[0])

@@ -211,3 +211,51 @@ def test_bad_inputs_raise_clear_errors():
     few = feats.replace(task=jnp.where(feats.task == 3, 4, feats.task).at[0].set(3))
     with pytest.raises(ValueError, match="fewer than 2 samples"):
         solve_subsets(few, subsets)
+
+
+def test_weak_preconditioner_never_stalls():
+    """Policy-gradient features (steep spectrum) with a rank-2 preconditioner: the first steps are
+    far too long, and a Newton step from s = 1 lands below 0. The line search must still move
+    (secant point), so every subset converges to scipy's optimum instead of stalling at θ = 0."""
+    from pgx_jax import gradient_features
+    from pgx_jax.surrogate import _Problems, _members, _preconditioned_solve, _slots, _task_layout
+    from pgx_jax.synthetic import planted_groups, policy_gradient_batch
+
+    policy, params, batch = policy_gradient_batch(jax.random.key(0), planted_groups(4, 2), 256)
+    feats = gradient_features(policy.log_prob, params, batch, jax.random.key(1), dim=48)
+    subsets = jnp.asarray([[1, 1, 0, 0], [0, 1, 1, 1], [1, 0, 0, 1], [1, 1, 1, 1]], bool)
+    z, y, w, _, n_train, _ = _task_layout(feats, 4, 256, 0.0)
+    problems = _Problems(z, y, w, _slots(subsets, 4), _members(subsets, 4),
+                         subsets.astype(jnp.float32) @ n_train, jnp.float32(L2))
+    theta, _, grad, iters = _preconditioned_solve(problems, 1e-5, 300, rank=2)
+    assert np.all(np.asarray(iters) < 300)
+    zz, yy, ww = (np.asarray(v, np.float64) for v in (feats.z, feats.y, feats.w))
+    task = np.asarray(feats.task)
+    for j, subset in enumerate(np.asarray(subsets)):
+        rows = np.flatnonzero(subset[task])
+        _, objective_ref = scipy_solution(zz[rows], yy[rows], ww[rows], L2)
+        th = np.asarray(theta[j], np.float64)
+        objective = mean_loss(zz[rows], yy[rows], ww[rows], th) + 0.5 * L2 * th @ th
+        assert abs(objective - objective_ref) <= 1e-5 * objective_ref
+
+
+def test_solve_makes_no_host_transfers():
+    """Nothing inside the jitted solve (loop, line search, convergence test) goes back to the
+    host, as it must not on an accelerator: its program holds no host callback, send/recv or
+    in/outfeed (the transfer guard alone does not see callbacks), and it runs with every
+    implicit transfer disallowed."""
+    from pgx_jax.surrogate import _solve_jit, _static_sizes
+
+    feats, subsets = make_problem()
+    subsets = jnp.asarray(subsets)
+    sizes = _static_sizes(feats, subsets, 1)
+    args = jax.device_put((feats, subsets, np.float32(L2), np.float32(1e-6), np.float32(0.2)))
+    kwargs = dict(num_tasks=5, sizes=sizes, method="preconditioned", max_iter=200, num_devices=1)
+    program = _solve_jit.lower(*args, **kwargs).as_text().lower()
+    for host_op in ("callback", "infeed", "outfeed", "stablehlo.send", "stablehlo.recv"):
+        assert host_op not in program, host_op
+    expected = _solve_jit(*args, **kwargs)  # compiles outside the guard
+    with jax.transfer_guard("disallow"):
+        outputs = _solve_jit(*args, **kwargs)
+        jax.block_until_ready(outputs)
+    np.testing.assert_allclose(outputs[0], expected[0])
