@@ -23,7 +23,8 @@ How all m problems are batched (measured on a 2-core CPU; see benchmarks/solver.
     The line search is a safeguarded 1-D Newton step (the margins move linearly along a step:
     elementwise work only, two passes, sharing σ with the next gradient; `_Problems.line_search`).
     Nothing leaves the device inside the loop (tests/test_surrogate.py checks the program).
-    Converged problems stop moving; the loop ends when all meet the gradient tolerance.
+    Converged problems stop moving; the loop ends when every objective is certified within
+    the tolerance of its optimum (`_certified`).
   * Solver "optax": optax L-BFGS (zoom line search) per subset under `lax.map`, on the subset's
     own rows, to the same tolerance. The reference method named in DESIGN.md; slower.
   * With several local devices the subset axis is split across them with `jax.shard_map`.
@@ -109,6 +110,16 @@ def _loss_and_sigmoid(u: jax.Array):
     """(softplus(u), σ(u)) from one exp(−|u|), elementwise: the two share the transcendental."""
     e = jnp.exp(-jnp.abs(u))
     return jnp.maximum(u, 0.0) + jnp.log1p(e), jnp.where(u >= 0, 1.0, e) / (1.0 + e)
+
+
+def _certified(grad: jax.Array, value: jax.Array, l2, tol) -> jax.Array:
+    """bool[...]: the objective is certified within a relative `tol` of its optimum.
+
+    The objective is l2-strongly convex, so objective(θ) − min ≤ ‖∇‖² / (2·l2) (its Hessian's
+    data part only adds curvature, so the bound is conservative: ~3× on the benchmark's data).
+    grad: f32[..., d]; value: f32[...] the objective at the same θ (> 0: a mean of weighted
+    softplus losses plus the penalty)."""
+    return jnp.sum(grad**2, -1) <= 2.0 * l2 * tol * value
 
 
 def _margins(z: jax.Array, theta: jax.Array, slots: jax.Array) -> jax.Array:
@@ -328,26 +339,26 @@ def _preconditioned_solve(problems: _Problems, tol, max_iter, memory=MEMORY, ran
             newest=newest,
             scale=jnp.where(ok, sy / jnp.where(ok, yhy, 1.0), state.scale),
             iters=state.iters + state.active,
-            active=state.active & (jnp.linalg.norm(grad, axis=-1) > tol * grad_scale),
+            active=state.active & ~_certified(grad, value, problems.l2, tol),
         )
 
     # At θ = 0 every margin is 0: σ = 1/2 and each sample's loss is w·log 2.
     theta = jnp.zeros((num_subsets, dim))
     margins = jnp.zeros(problems.slots.shape + problems.z.shape[1:2])
     grad = problems.gradient(theta, problems.residual(margins))
-    grad_scale = jnp.maximum(jnp.linalg.norm(grad, axis=-1), jnp.finfo(jnp.float32).tiny)
+    value = jnp.log(2.0) * problems.subset_sum(problems.w, jnp.ones_like(margins)) / problems.count
     state = _QNState(
         theta=theta,
         margins=margins,
         grad=grad,
-        value=jnp.log(2.0) * problems.subset_sum(problems.w, jnp.ones_like(margins)) / problems.count,
+        value=value,
         s_hist=jnp.zeros((memory, num_subsets, dim)),
         y_hist=jnp.zeros((memory, num_subsets, dim)),
         rho=jnp.zeros((memory, num_subsets)),
         newest=jnp.int32(memory - 1),
         scale=jnp.ones(num_subsets),
         iters=jnp.zeros(num_subsets, jnp.int32),
-        active=jnp.linalg.norm(grad, axis=-1) > tol * grad_scale,
+        active=~_certified(grad, value, problems.l2, tol),
     )
     final = jax.lax.while_loop(cond, body, state)
     return final.theta, final.margins, final.grad, final.iters
@@ -387,14 +398,10 @@ def _optax_solve(problems: _Problems, tol, max_iter):
 
         value_and_grad = optax.value_and_grad_from_state(objective)
         theta0 = jnp.zeros(dim)
-        grad_scale = jnp.maximum(
-            jnp.linalg.norm(jax.grad(objective)(theta0)), jnp.finfo(jnp.float32).tiny
-        )
-
         def cond(carry):
             _, state, iters = carry
-            grad = optax.tree.get(state, "grad")
-            return (iters == 0) | ((iters < max_iter) & (jnp.linalg.norm(grad) > tol * grad_scale))
+            grad, value = optax.tree.get(state, "grad"), optax.tree.get(state, "value")
+            return (iters == 0) | ((iters < max_iter) & ~_certified(grad, value, problems.l2, tol))
 
         def body(carry):
             theta, state, iters = carry
@@ -558,7 +565,7 @@ def solve_subsets(
     *,
     l2: float = 1e-2,
     holdout: float = 0.2,
-    tol: float = 1e-4,
+    tol: float = 1e-5,
     max_iter: int = 200,
     method: str = "preconditioned",
     devices: int | str | None = None,
@@ -571,8 +578,12 @@ def solve_subsets(
       l2: strength of the L2 term l2/2 ‖θ‖² (sklearn's C = 1 / (l2 · |D_S|)).
       holdout: share of each task's samples held out of the fit to score it (its last samples in
         batch order); 0 fits on everything (then `heldout_loss` is NaN).
-      tol: stop a subset when ‖∇‖₂ ≤ tol · ‖∇ at θ = 0‖₂.
-      max_iter: iteration cap (a subset that hits it has `grad_norm` above the tolerance).
+      tol: stop a subset once its objective is certified within a relative `tol` of the
+        optimum: ‖∇‖² / (2·l2) ≤ tol · objective(θ) (strong convexity; the true gap is smaller,
+        ~3× on benchmarks/solver.py's data). The default 1e-5 is the accuracy the estimate is
+        held to (objective within 1e-5 of a float64 reference); it replaced a stop at
+        ‖∇‖ ≤ 1e-4 · ‖∇ at 0‖, which solved 1–2 iterations past that accuracy.
+      max_iter: iteration cap (a subset that hits it is not certified; see its `grad_norm`).
       method: "preconditioned" (default: lockstep L-BFGS of all subsets, preconditioned by the
         curvature bound, exact line search) or "optax" (optax L-BFGS per subset, `lax.map`).
       devices: None or 1 for one device; "all" or an int k to split the subsets across the first
