@@ -57,7 +57,7 @@ MEMORY = 8  # L-BFGS memory
 
 
 def _task_layout(feats: Features, num_tasks: int, max_rows: int, holdout: float):
-    """Scatters the samples into per-task blocks.
+    """Gathers the samples into per-task blocks.
 
     Returns:
       z: f32[n, R, d]; y: f32[n, R]; w_train, w_held: f32[n, R] (zero on padding and on the other
@@ -78,13 +78,16 @@ def _task_layout(feats: Features, num_tasks: int, max_rows: int, holdout: float)
     slot = sorted_task * max_rows + rank
     size = num_tasks * max_rows
 
-    def scatter(values):
-        out = jnp.zeros((size,) + values.shape[1:], jnp.float32)
-        return out.at[slot].set(values[order].astype(jnp.float32), mode="drop").reshape(
-            (num_tasks, max_rows) + values.shape[1:]
-        )
+    # The sample that fills each slot (N, out of range, on padding): one gather per array
+    # instead of a sorted copy scattered into zeros.
+    source = jnp.full(size, task.shape[0], jnp.int32)
+    source = source.at[slot].set(order.astype(jnp.int32), mode="drop")
 
-    z, y, w = scatter(feats.z), scatter(feats.y), scatter(feats.w)
+    def gather(values):
+        out = jnp.take(values.astype(jnp.float32), source, axis=0, mode="fill", fill_value=0)
+        return out.reshape((num_tasks, max_rows) + values.shape[1:])
+
+    z, y, w = gather(feats.z), gather(feats.y), gather(feats.w)
     row = jnp.arange(max_rows)[None, :]
     is_train = row < n_train[:, None]
     is_held = (row >= n_train[:, None]) & (row < counts[:, None])
