@@ -260,3 +260,32 @@ def test_solve_makes_no_host_transfers():
         outputs = _solve_jit(*args, **kwargs)
         jax.block_until_ready(outputs)
     np.testing.assert_allclose(outputs[0], expected[0])
+
+
+def test_draws_of_one_preset_share_one_compile():
+    """Subset draws of the same (n, m, α) pad to the same static sizes, so the second draw reuses
+    the first one's compiled solve, and the extra padding leaves the solution unchanged."""
+    from pgx_jax import sample_subsets
+    from pgx_jax.surrogate import _Sizes, _solve_jit, _static_sizes
+
+    rng = np.random.default_rng(3)
+    task = np.repeat(np.arange(10), 30)
+    z = rng.normal(size=(task.size, 6)).astype(np.float32)
+    advantage = z @ rng.normal(size=6) + rng.normal(size=task.size)
+    feats = Features(jnp.asarray(z), jnp.asarray(np.where(advantage >= 0, 1.0, -1.0), jnp.float32),
+                     jnp.asarray(np.abs(advantage), jnp.float32), jnp.asarray(task, jnp.int32))
+    draws = [np.asarray(sample_subsets(jax.random.key(seed), 10, 60, 3)) for seed in (0, 1)]
+    exact = [int(d.sum(0).max()) for d in draws]
+    assert exact[0] != exact[1]  # the draws differ in their exact C
+    sizes = [_static_sizes(feats, jnp.asarray(d), 1) for d in draws]
+    assert sizes[0] == sizes[1] and sizes[0].slots >= max(exact)
+
+    before = _solve_jit._cache_size()
+    solutions = [solve_subsets(feats, d, tol=1e-10) for d in draws]
+    assert _solve_jit._cache_size() == before + 1
+
+    tight = _Sizes(rows=30, slots=exact[1], members=3)
+    outputs = _solve_jit(feats, jnp.asarray(draws[1]), 1e-2, 1e-10, 0.2, num_tasks=10,
+                         sizes=tight, method="preconditioned", max_iter=200, num_devices=1)
+    np.testing.assert_allclose(solutions[1].theta, outputs[0], atol=1e-5)
+    np.testing.assert_allclose(solutions[1].train_loss, outputs[1], rtol=1e-5)
