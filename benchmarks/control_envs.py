@@ -7,9 +7,6 @@ Originals, stepped on the host, one env, uniform random actions: Gymnasium's `Lu
 an episode ends are timed apart and shown as a second rate (steps/s with resets included).
 Ratios divide ours by the `env.step`-only rate (the smaller ratio). Target: ≥ 100×.
 
-`jax_throughput` and `host_throughput` also serve `benchmarks.lunar_lander_reference` and
-`benchmarks.highway_reference`.
-
     pip install -e ".[bench]" && python -m benchmarks.control_envs [--quick]
 """
 
@@ -17,73 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import require_bench_extra
+from benchmarks import highway_reference, lunar_lander_reference, require_bench_extra
+from benchmarks.timing import host_throughput, jax_throughput
 from pgx_jax.envs import Highway, LunarLander
-
-
-def jax_throughput(env, num_envs: int, steps: int, repeats: int, seed: int):
-    """(best steps/s, median steps/s, compile + first-run seconds) of a gymnax env.
-
-    `num_envs` envs at the env's default params take `steps` uniform random actions in one
-    jitted `lax.scan`; each of the `repeats` timed runs draws fresh keys.
-    """
-    params = env.default_params
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
-
-    @jax.jit
-    def run(key):
-        key_reset, key_actions, key_steps = jax.random.split(key, 3)
-        _, state = jax.vmap(env.reset, in_axes=(0, None))(
-            jax.random.split(key_reset, num_envs), params
-        )
-        actions = jax.random.randint(key_actions, (steps, num_envs), 0, env.num_actions)
-        keys = jax.random.split(key_steps, (steps, num_envs))
-
-        def body(carry, inputs):
-            state, total = carry
-            action, step_keys = inputs
-            _, state, reward, *_ = step(step_keys, state, action, params)
-            return (state, total + reward.sum()), None
-
-        # The summed reward depends on every step, so XLA cannot drop any of them.
-        (_, total), _ = jax.lax.scan(body, (state, jnp.float32(0.0)), (actions, keys))
-        return total
-
-    start = time.perf_counter()
-    jax.block_until_ready(run(jax.random.key(seed)))
-    first = time.perf_counter() - start
-    times = []
-    for r in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(jax.random.key(seed + 1 + r)))
-        times.append(time.perf_counter() - start)
-    rates = num_envs * steps / np.asarray(times)
-    return float(rates.max()), float(np.median(rates)), first
-
-
-def host_throughput(env, steps: int, rng: np.random.Generator):
-    """(steps/s of `env.step` alone, steps/s with the resets included) of a Gymnasium env.
-
-    Uniform random discrete actions; the env is reset whenever an episode ends.
-    """
-    actions = rng.integers(env.action_space.n, size=steps)
-    env.reset(seed=int(rng.integers(2**31)))
-    stepping = resetting = 0.0
-    for action in actions:
-        start = time.perf_counter()
-        _, _, terminated, truncated, _ = env.step(int(action))
-        stepped = time.perf_counter()
-        stepping += stepped - start
-        if terminated or truncated:
-            env.reset()
-            resetting += time.perf_counter() - stepped
-    return steps / stepping, steps / (stepping + resetting)
 
 
 def main():
@@ -111,8 +48,6 @@ def main():
     gymnasium = require_bench_extra("gymnasium")
     box2d = require_bench_extra("Box2D")
     highway_env = require_bench_extra("highway_env")
-    # Imported here, not at the top: both scripts import this module's throughput functions.
-    from benchmarks import highway_reference, lunar_lander_reference
 
     device = jax.devices()[0]
     print(f"jax {jax.__version__} on {device.platform} ({device.device_kind}); "

@@ -20,23 +20,17 @@ Target (issue 4): ≥ 50× in FLOPs and in wall-clock.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np
 
 import pgx_jax as pgx
 from experiments._pipeline import cost_flops
+from benchmarks.timing import timed
 from pgx_jax.envs import cartpole_family
 from pgx_jax.rl.ground_truth import fine_tune_subsets
 from pgx_jax.rl.ppo import PPOConfig, collect_transitions, make_agent, make_train
 from pgx_jax.surrogate import subset_scores
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - start
 
 
 def main() -> None:

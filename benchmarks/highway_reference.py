@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import require_bench_extra
-from benchmarks.control_envs import jax_throughput
+from benchmarks.timing import jax_throughput
 from pgx_jax.envs.highway import FASTER, IDLE, EnvState, Highway
 
 POLICIES = ("IDLE", "FASTER", "random")

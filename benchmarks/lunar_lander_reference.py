@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import require_bench_extra
-from benchmarks.control_envs import host_throughput, jax_throughput
+from benchmarks.timing import host_throughput, jax_throughput
 from pgx_jax.envs.lunar_lander import MAX_STEPS, EnvParams, LunarLander, heuristic_action
 
 ENV = LunarLander()

@@ -37,22 +37,13 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import require_bench_extra
+from benchmarks.timing import best_time, matmul_rate
 from pgx_jax import gradient_features, sample_subsets, solve_subsets
 from pgx_jax.surrogate import RANK
 from pgx_jax.synthetic import planted_features, planted_groups, policy_gradient_batch
-
-
-def best_time(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def train_rows(task: np.ndarray, subset: np.ndarray, holdout: float) -> np.ndarray:
@@ -139,12 +130,7 @@ def compare(feats, subsets, args, LogisticRegression, threadpool_limits) -> dict
     tol, sk_time, rel_diff = runs[-1]
 
     num = feats.z.shape[0]
-    a = jax.random.normal(jax.random.key(2), (num, args.dim))
-    b = jax.random.normal(jax.random.key(3), (args.dim, subsets_np.shape[0]))
-    dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()
-    dot_time = best_time(lambda: dot(a, b).block_until_ready(), repeats=10)
-    dot_rate = 2 * num * args.dim * subsets_np.shape[0] / dot_time / 1e9
+    dot_rate = matmul_rate(num, args.dim, subsets_np.shape[0])
     rate = solve_flops(task, subsets_np, args.dim, int(iterations.max())) / ours / 1e9
     return dict(ours=ours, compile=compile_time, iters=(float(np.median(iterations)), int(iterations.max())),
                 threads=threads, sk_time=sk_time, sk_tol=tol, sk_default=runs[0][1],

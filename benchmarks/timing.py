@@ -1,0 +1,103 @@
+"""Timing helpers shared by the benchmark scripts (each script imports them from here).
+
+Every benchmark prints ratios against a reference measured in the same run; these helpers time
+both sides the same way: compile excluded unless said, `jax.block_until_ready` on results.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def timed(fn):
+    """(fn()'s result, made ready, and the seconds it took)."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - start
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """Fastest of `repeats` timed calls of fn (its result made ready), in seconds."""
+    return min(timed(fn)[1] for _ in range(repeats))
+
+
+def matmul_rate(rows: int, inner: int, cols: int, repeats: int = 10, seed: int = 0) -> float:
+    """GFLOP/s of a plain jitted f32 [rows, inner] × [inner, cols] matmul (compile excluded):
+    the yardstick that "fraction of the matmul rate" divides by."""
+    key_a, key_b = jax.random.split(jax.random.key(seed))
+    a = jax.random.normal(key_a, (rows, inner))
+    b = jax.random.normal(key_b, (inner, cols))
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, b))
+    return 2.0 * rows * inner * cols / best_time(lambda: dot(a, b), repeats) / 1e9
+
+
+def xla_flops(jitted, *args, **kwargs) -> float:
+    """FLOPs of one call of a jitted function, as XLA's cost analysis of its compiled program
+    counts them (transcendentals not included)."""
+    cost = jitted.lower(*args, **kwargs).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def jax_throughput(env, num_envs: int, steps: int, repeats: int, seed: int):
+    """(best steps/s, median steps/s, compile + first-run seconds) of a gymnax env.
+
+    `num_envs` envs at the env's default params take `steps` uniform random actions in one
+    jitted `lax.scan`; each of the `repeats` timed runs draws fresh keys.
+    """
+    params = env.default_params
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    @jax.jit
+    def run(key):
+        key_reset, key_actions, key_steps = jax.random.split(key, 3)
+        _, state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(key_reset, num_envs), params
+        )
+        actions = jax.random.randint(key_actions, (steps, num_envs), 0, env.num_actions)
+        keys = jax.random.split(key_steps, (steps, num_envs))
+
+        def body(carry, inputs):
+            state, total = carry
+            action, step_keys = inputs
+            _, state, reward, *_ = step(step_keys, state, action, params)
+            return (state, total + reward.sum()), None
+
+        # The summed reward depends on every step, so XLA cannot drop any of them.
+        (_, total), _ = jax.lax.scan(body, (state, jnp.float32(0.0)), (actions, keys))
+        return total
+
+    start = time.perf_counter()
+    jax.block_until_ready(run(jax.random.key(seed)))
+    first = time.perf_counter() - start
+    times = []
+    for r in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run(jax.random.key(seed + 1 + r)))
+        times.append(time.perf_counter() - start)
+    rates = num_envs * steps / np.asarray(times)
+    return float(rates.max()), float(np.median(rates)), first
+
+
+def host_throughput(env, steps: int, rng: np.random.Generator):
+    """(steps/s of `env.step` alone, steps/s with the resets included) of a Gymnasium env.
+
+    Uniform random discrete actions; the env is reset whenever an episode ends.
+    """
+    actions = rng.integers(env.action_space.n, size=steps)
+    env.reset(seed=int(rng.integers(2**31)))
+    stepping = resetting = 0.0
+    for action in actions:
+        start = time.perf_counter()
+        _, _, terminated, truncated, _ = env.step(int(action))
+        stepped = time.perf_counter()
+        stepping += stepped - start
+        if terminated or truncated:
+            env.reset()
+            resetting += time.perf_counter() - stepped
+    return steps / stepping, steps / (stepping + resetting)
