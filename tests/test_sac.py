@@ -55,6 +55,48 @@ def test_soft_modularization_shapes_routing_and_gradients():
         SoftModularNetwork(output_dim=2, num_tasks=4, num_layers=1).init(jax.random.key(0), x)
 
 
+def _soft_modular_reference(params, x, num_tasks, num_layers, m):
+    """Soft Modularization written directly from its equations in NumPy (float64, per-module
+    loops, the routing mix as m × m matrix products): the reference for the fused layers."""
+    p = {k: np.asarray(v, np.float64) for k, v in
+         traverse_util.flatten_dict(params["params"], sep="/").items()}
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    dense = lambda name, v: v @ p[f"{name}/kernel"] + p.get(f"{name}/bias", 0.0)  # noqa: E731
+    obs, task = np.asarray(x[:, :-num_tasks], np.float64), np.asarray(x[:, -num_tasks:], np.float64)
+    state = dense("state_embedding_out", relu(dense("state_embedding_0", obs)))
+    gate = state * (task @ p["task_embedding/kernel"])
+    logits, weights = dense("routing_0", relu(gate)), []
+    for layer in range(num_layers - 1):
+        if layer > 0:
+            logits = dense(f"routing_{layer}", relu(dense(f"routing_up_{layer}", logits)) * gate)
+        e = np.exp(logits.reshape(-1, m, m) - logits.reshape(-1, m, m).max(-1, keepdims=True))
+        weights.append(e / e.sum(-1, keepdims=True))
+    inputs = [relu(state)] * m
+    for layer in range(num_layers):
+        outputs = [relu(inputs[i] @ p[f"modules_{layer}_kernel"][i] + p[f"modules_{layer}_bias"][i])
+                   for i in range(m)]
+        if layer < num_layers - 1:
+            stacked = np.stack(outputs, 1)  # [B, m, width]
+            inputs = list(np.moveaxis(np.matmul(weights[layer], stacked), 1, 0))
+        else:
+            inputs = outputs
+    return dense("head", np.mean(inputs, 0))
+
+
+@pytest.mark.parametrize("layers, modules", [(2, 1), (2, 2), (3, 4)])
+def test_fused_soft_modularization_equals_its_equations(layers, modules):
+    net = SoftModularNetwork(output_dim=5, num_tasks=4, num_layers=layers, num_modules=modules,
+                             module_dim=12)
+    x = _inputs(jax.random.key(3), 7, 6, 4)
+    params = net.init(jax.random.key(4), x)
+    np.testing.assert_allclose(net.apply(params, x), _soft_modular_reference(params, x, 4, layers,
+                                                                              modules),
+                               rtol=1e-4, atol=1e-5)
+    # Extra leading axes (e.g. [n, E, ...] env grids) give the same rows.
+    grid = net.apply(params, x[None].repeat(2, 0))
+    np.testing.assert_allclose(grid[1], net.apply(params, x), rtol=1e-6, atol=1e-6)
+
+
 def test_multi_head_mlp_uses_the_head_of_the_task():
     net = MultiHeadMLP(output_dim=3, num_tasks=4, hidden=(16,))
     x = _inputs(jax.random.key(2), 8, 5, 4)
@@ -131,6 +173,22 @@ def test_temperature_moves_toward_the_target_entropy(network):
         for name in old:
             np.testing.assert_allclose(moved[name], (1 - config.tau) * old[name]
                                        + config.tau * fresh[name], rtol=1e-5, atol=1e-7)
+
+
+def test_update_keeps_the_state_types_so_one_compile_serves_every_step():
+    """The state an update returns has the dtypes, shapes and weak types of the state it was
+    given (a weak-typed log α once made the second update recompile the whole step)."""
+    config = SACConfig(hidden=(8,), batch_size=4)
+    agent = make_sac_agent(config, 3, 2)
+    state = init_sac(agent, config, 5, jax.random.key(0))
+    batch = Batch(obs=agent.observe(jnp.ones((4, 5)), jnp.arange(4) % 3), action=jnp.zeros((4, 2)),
+                  reward=jnp.ones(4), next_obs=agent.observe(jnp.ones((4, 5)), jnp.arange(4) % 3),
+                  terminated=jnp.zeros(4), task=jnp.arange(4) % 3)
+    step = jax.jit(lambda s, k: update(agent, config, s, batch, k)[0])
+    after = step(state, jax.random.key(1))
+    assert jax.tree_util.tree_map(jax.typeof, after) == jax.tree_util.tree_map(jax.typeof, state)
+    step(after, jax.random.key(2))
+    assert step._cache_size() == 1
 
 
 def test_replay_buffer_matches_a_ring_of_python_rows():

@@ -66,13 +66,18 @@ class SoftModularNetwork(nn.Module):
                 logits = nn.Dense(m * m, name=f"routing_{layer}")(hidden)
             weights.append(jax.nn.softmax(logits.reshape(logits.shape[:-1] + (m, m)), -1))
 
-        # Modules of one layer as one batched matmul: kernel f32[m, in, width].
-        modules = jnp.broadcast_to(nn.relu(state)[..., None, :], state.shape[:-1] + (m, width))
+        # Modules of one layer as one batched matmul: kernel f32[m, in, width]. Layer 1's
+        # modules all read relu(f(s)): one [..., width] × [width, m·width] matmul instead.
+        modules = nn.relu(state)
         for layer in range(self.num_layers):
             kernel = self.param(f"modules_{layer}_kernel", nn.initializers.lecun_normal(
                 batch_axis=(0,)), (m, width, width))
             bias = self.param(f"modules_{layer}_bias", nn.initializers.zeros, (m, width))
-            outputs = nn.relu(jnp.einsum("...mi,mio->...mo", modules, kernel) + bias)
+            if layer == 0:
+                pre = jnp.einsum("...i,mio->...mo", modules, kernel)
+            else:
+                pre = jnp.einsum("...mi,mio->...mo", modules, kernel)
+            outputs = nn.relu(pre + bias)
             modules = (jnp.einsum("...ij,...jo->...io", weights[layer], outputs)
                        if layer < self.num_layers - 1 else outputs)
         head = nn.Dense(self.output_dim, name="head")(modules.mean(-2))

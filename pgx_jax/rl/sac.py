@@ -247,7 +247,7 @@ def init_sac(agent: SACAgent, config: SACConfig, obs_dim: int, key: jax.Array) -
     inputs = jnp.zeros((1, obs_dim + agent.num_tasks))
     actor = agent.actor.init(key_actor, inputs)
     critic = agent.critic.init(key_critic, inputs, jnp.zeros((1, agent.action_dim)))
-    log_alpha = jnp.full((agent.num_tasks,), math.log(config.init_alpha))
+    log_alpha = jnp.full((agent.num_tasks,), math.log(config.init_alpha), jnp.float32)
     actor_tx, critic_tx, alpha_tx = _optimizers(config)
     # The targets are copies, not the same buffers (callers may donate the state to jit).
     target_critic = jax.tree_util.tree_map(jnp.copy, critic)
