@@ -1,8 +1,12 @@
 """How fast multitask SAC runs at MT10 size: `python -m benchmarks.sac_update [--quick]`.
 
-1. SAC update steps/s (critics, actor, temperatures, targets; one jitted call per update on a
-   batch from a filled replay buffer) for the networks of `experiments.mt10 --downstream`:
-   Soft Modularization and the multi-head MLP, at MT10 size (39 + 10 inputs, 4 actions).
+1. SAC update steps/s (critics, actor, temperatures, targets; updates scanned 10 per jitted
+   call, each on a batch from a filled replay buffer) for the networks of `experiments.mt10
+   --downstream`: Soft Modularization and the multi-head MLP, at MT10 size (39 + 10 inputs, 4
+   actions). Each row: XLA's FLOP count of one update (`cost_analysis` of a single-update jit;
+   XLA counts a loop body once, so not of the scan), the achieved GFLOP/s, and its fraction of
+   a plain 256³ matmul's rate measured in the same run (target ≥ 0.7). Stable-Baselines3's SAC
+   (torch, CPU) on the plain MLP of the same size and batch gives its updates/s as a ratio.
 2. Env-steps/s of SAC collection on MT10 (host-stepped envs, one update per vector step), so a
    user can predict how long `--preset paper` takes: the printed estimate multiplies it out.
 
@@ -20,36 +24,76 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import require_bench_extra
+from benchmarks.timing import matmul_rate, xla_flops
 from pgx_jax.rl.sac import Batch, ReplayBuffer, SACConfig, init_sac, make_sac_agent, update
 
 NUM_TASKS, OBS_DIM, ACTION_DIM = 10, 39, 4
 
 
-def update_rate(config: SACConfig, updates: int, buffer_rows: int = 50_000) -> float:
-    """Updates/s of one jitted SAC update (buffer sampling included), compile excluded."""
+def _random_rows(rng: np.random.Generator, count: int):
+    """(policy inputs [count, 39 + 10] with a task one-hot, actions [count, 4]) of random data."""
+    inputs = np.concatenate([rng.normal(size=(count, OBS_DIM)),
+                             np.eye(NUM_TASKS)[rng.integers(NUM_TASKS, size=count)]], 1)
+    return inputs.astype(np.float32), rng.uniform(-1, 1, (count, ACTION_DIM)).astype(np.float32)
+
+
+def update_rate(config: SACConfig, updates: int, buffer_rows: int = 50_000,
+                per_call: int = 10) -> tuple[float, float]:
+    """(updates/s, XLA FLOPs of one update) of SAC updates scanned `per_call` per jitted call
+    (buffer sampling included), compile excluded."""
     agent = make_sac_agent(config, NUM_TASKS, ACTION_DIM)
     state = init_sac(agent, config, OBS_DIM, jax.random.key(0))
     rng = np.random.default_rng(0)
-    inputs = np.concatenate([rng.normal(size=(buffer_rows, OBS_DIM)),
-                             np.eye(NUM_TASKS)[rng.integers(NUM_TASKS, size=buffer_rows)]], 1)
-    rows = Batch(obs=jnp.asarray(inputs, jnp.float32),
-                 action=jnp.asarray(rng.uniform(-1, 1, (buffer_rows, ACTION_DIM)), jnp.float32),
+    inputs, actions = _random_rows(rng, buffer_rows)
+    rows = Batch(obs=jnp.asarray(inputs), action=jnp.asarray(actions),
                  reward=jnp.asarray(rng.uniform(0, 10, buffer_rows), jnp.float32),
-                 next_obs=jnp.asarray(inputs, jnp.float32), terminated=jnp.zeros(buffer_rows),
+                 next_obs=jnp.asarray(inputs), terminated=jnp.zeros(buffer_rows),
                  task=jnp.asarray(inputs[:, OBS_DIM:].argmax(1), jnp.int32))
     buffer = ReplayBuffer.create(buffer_rows, rows).add(rows)
 
-    @jax.jit
-    def step(state, key):
+    def one(state, key):
         key_batch, key_update = jax.random.split(key)
         return update(agent, config, state, buffer.sample(key_batch, config.batch_size),
                       key_update)[0]
 
-    state = jax.block_until_ready(step(state, jax.random.key(1)))
+    flops = xla_flops(jax.jit(one), state, jax.random.key(1))
+    many = jax.jit(lambda state, key: jax.lax.scan(
+        lambda s, k: (one(s, k), None), state, jax.random.split(key, per_call))[0])
+    state = jax.block_until_ready(many(state, jax.random.key(1)))
+    calls = max(updates // per_call, 1)
     start = time.perf_counter()
-    for index in range(updates):
-        state = step(state, jax.random.key(index + 2))
+    for index in range(calls):
+        state = many(state, jax.random.key(index + 2))
     jax.block_until_ready(state)
+    return calls * per_call / (time.perf_counter() - start), flops
+
+
+def sb3_update_rate(hidden: tuple[int, ...], batch_size: int, updates: int,
+                    buffer_rows: int = 50_000) -> float:
+    """Updates/s of Stable-Baselines3's SAC (`model.train`) on an MLP of the same size, inputs
+    and batch, its replay buffer filled with random rows (torch on the CPU, its default
+    threads)."""
+    gymnasium = require_bench_extra("gymnasium")
+    sb3 = require_bench_extra("stable_baselines3")
+    from stable_baselines3.common.logger import configure
+
+    box = gymnasium.spaces.Box
+    env = gymnasium.make("Pendulum-v1")  # replaced spaces: only their shapes matter here
+    env.observation_space = box(-np.inf, np.inf, (OBS_DIM + NUM_TASKS,), np.float32)
+    env.action_space = box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+    model = sb3.SAC("MlpPolicy", env, batch_size=batch_size, buffer_size=buffer_rows,
+                    policy_kwargs=dict(net_arch=list(hidden)), device="cpu", seed=0)
+    model.set_logger(configure(None, []))
+    rng = np.random.default_rng(0)
+    inputs, actions = _random_rows(rng, buffer_rows)
+    replay = model.replay_buffer
+    replay.observations[:, 0], replay.next_observations[:, 0] = inputs, inputs
+    replay.actions[:, 0] = actions
+    replay.rewards[:, 0] = rng.uniform(0, 10, buffer_rows)
+    replay.full = True
+    model.train(gradient_steps=5, batch_size=batch_size)  # warm-up
+    start = time.perf_counter()
+    model.train(gradient_steps=updates, batch_size=batch_size)
     return updates / (time.perf_counter() - start)
 
 
@@ -74,11 +118,21 @@ def main():
         "multi-head MLP (400, 400)": SACConfig(network="multihead", hidden=(400, 400)),
         "plain MLP (256, 256)": SACConfig(network="mlp", hidden=(256, 256)),
     }
-    print(f"\n1) SAC updates/s, batch 256, MT10 size ({args.updates} updates each)")
+    reference = matmul_rate(256, 256, 256)
+    print(f"\n1) SAC updates, batch 256, MT10 size ({args.updates} updates each); plain 256³ "
+          f"matmul: {reference:.0f} GFLOP/s")
+    print(f"   {'network':<44} {'updates/s':>9} {'MFLOP/update':>12} {'GFLOP/s':>8} "
+          f"{'fraction':>8}")
     rates = {}
     for name, config in networks.items():
-        rates[name] = update_rate(config, args.updates)
-        print(f"   {name:<44} {rates[name]:8.1f} updates/s", flush=True)
+        rates[name], flops = update_rate(config, args.updates)
+        gflops = rates[name] * flops / 1e9
+        print(f"   {name:<44} {rates[name]:9.1f} {flops / 1e6:12.0f} {gflops:8.0f} "
+              f"{gflops / reference:8.2f}", flush=True)
+    sb3_rate = sb3_update_rate((256, 256), 256, max(args.updates // 3, 10))
+    ours = rates["plain MLP (256, 256)"]
+    print(f"   Stable-Baselines3 SAC, MLP (256, 256): {sb3_rate:.1f} updates/s; ours ÷ SB3: "
+          f"{ours / sb3_rate:.1f}×   [targets: fraction ≥ 0.7, ≥ 1× SB3]")
 
     require_bench_extra("metaworld")
     from pgx_jax.envs.metaworld import MetaWorldFamily
