@@ -13,7 +13,14 @@ import jax
 import numpy as np
 
 import pgx_jax as pgx
-from experiments._runner import SettingError, StageRunner, atomic_write_json, flag
+from experiments._runner import (
+    COMPILE_CACHE_VARIABLE,
+    SettingError,
+    StageRunner,
+    atomic_write_json,
+    flag,
+    use_compile_cache,
+)
 from pgx_jax.subsets import min_num_subsets
 from pgx_jax.surrogate import subset_scores
 
@@ -69,7 +76,11 @@ def parse_config(config_cls, argv=None, description: str = "", defaults_by_env=N
         else:
             parser.add_argument(flag_name, type=type(default), default=default,
                                 help=f"(default: {default})")
+    parser.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"JAX's persistent compilation cache in ${COMPILE_CACHE_VARIABLE} or "
+                             "~/.cache/pgx_jax/xla (default: on)")
     args = vars(parser.parse_args(argv))
+    use_compile_cache(args.pop("compile_cache"))
     config = config_cls(**{
         f.name: tuple(args[f.name]) if isinstance(getattr(defaults, f.name), tuple) else args[f.name]
         for f in dataclasses.fields(config_cls)

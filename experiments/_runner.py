@@ -235,6 +235,39 @@ def tree_from_arrays(arrays: dict, prefix: str, template):
     return jax.tree_util.tree_map(lambda t, v: np.asarray(v, np.asarray(t).dtype), template, restored)
 
 
+COMPILE_CACHE_VARIABLE = "PGX_JAX_COMPILE_CACHE"
+
+
+def use_compile_cache(enabled: bool = True) -> Path | None:
+    """Turns on JAX's persistent compilation cache, so a second run of an experiment loads its
+    compiled programs instead of compiling them again (programs that took ≥ 1 s to compile,
+    JAX's default threshold). Returns the directory, or None when off.
+
+    The directory is $PGX_JAX_COMPILE_CACHE if set, else ~/.cache/pgx_jax/xla. One that cannot
+    be used (a file, not writable) gives a warning and the run goes on without a cache; a corrupt
+    entry is JAX's to handle: it warns and compiles again.
+    """
+    import warnings
+
+    import jax
+
+    if not enabled:
+        return None
+    directory = Path(os.environ.get(COMPILE_CACHE_VARIABLE)
+                     or Path.home() / ".cache" / "pgx_jax" / "xla").expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(f"{directory} is not writable")
+    except OSError as error:
+        warnings.warn(f"compilation cache off: cannot use {directory} ({error}); set "
+                      f"{COMPILE_CACHE_VARIABLE} to another directory or pass --no-compile-cache",
+                      stacklevel=2)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    return directory
+
+
 def run_cli(main: Callable[[], object]) -> None:
     """Runs an experiment's `main` from the command line and prints its total wall time.
 

@@ -3,6 +3,7 @@ reused only with the settings that made it, and unreadable stage files are recom
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -288,3 +289,46 @@ def test_a_stage_from_an_older_version_without_settings_is_stale(synthetic_run, 
     np.savez(path, **arrays)
     with pytest.raises(StaleStageError, match="not recorded"):
         synthetic.main(changed_argv(argv, "out", [str(tmp_path)]))
+
+
+_CACHED_PROGRAM = """
+import sys, numpy as np, jax, jax.numpy as jnp
+from experiments._runner import use_compile_cache
+use_compile_cache(sys.argv[1] == "on")
+from pgx_jax import sample_subsets, solve_subsets
+from pgx_jax.synthetic import planted_features, planted_groups
+feats = planted_features(jax.random.key(0), planted_groups(6, 2), 64, 12)
+solution = solve_subsets(feats, sample_subsets(jax.random.key(1), 6, 20, 3))
+print(np.asarray(solution.theta).tobytes().hex())
+"""
+
+
+def test_compile_cache_on_off_and_corrupt_give_the_same_results(tmp_path):
+    """The solve with the persistent cache off, cold (writing entries), warm (reading them) and
+    after its entries are overwritten with garbage (JAX warns and compiles again) gives the same
+    bits; an unusable cache directory is a warning, not an error."""
+    env = dict(os.environ, PGX_JAX_COMPILE_CACHE=str(tmp_path / "cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+    def run(mode):
+        done = subprocess.run([sys.executable, "-c", _CACHED_PROGRAM, mode], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip(), done.stderr
+
+    off, _ = run("off")
+    assert not (tmp_path / "cache").exists()
+    cold, _ = run("on")
+    entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert entries
+    warm, _ = run("on")
+    for entry in entries:
+        entry.write_bytes(b"not an executable")
+    corrupt, stderr = run("on")
+    assert "Error reading persistent compilation cache entry" in stderr
+    assert off == cold == warm == corrupt
+
+    (tmp_path / "a_file").write_text("")
+    env["PGX_JAX_COMPILE_CACHE"] = str(tmp_path / "a_file")
+    unusable, stderr = run("on")
+    assert unusable == off and "compilation cache off" in stderr
