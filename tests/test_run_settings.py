@@ -332,3 +332,15 @@ def test_compile_cache_on_off_and_corrupt_give_the_same_results(tmp_path):
     env["PGX_JAX_COMPILE_CACHE"] = str(tmp_path / "a_file")
     unusable, stderr = run("on")
     assert unusable == off and "compilation cache off" in stderr
+
+
+def test_update_bar_keeps_the_last_return_when_no_episode_ended():
+    from experiments._runner import UpdateBar
+
+    bar = UpdateBar(3, "test", steps_per_update=10)
+    bar(0, 12.5, 0.4)
+    bar(1, 0.0, float("nan"))  # no episode ended in this update
+    assert bar.bar.postfix.startswith("mean_return=12.5, success=0.40")
+    bar(2, 20.0, 0.6)
+    assert bar.bar.postfix.startswith("mean_return=20.0, success=0.60")
+    bar.close()
