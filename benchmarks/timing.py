@@ -39,9 +39,7 @@ def matmul_rate(rows: int, inner: int, cols: int, repeats: int = 10, seed: int =
 def xla_flops(jitted, *args, **kwargs) -> float:
     """FLOPs of one call of a jitted function, as XLA's cost analysis of its compiled program
     counts them (transcendentals not included)."""
-    cost = jitted.lower(*args, **kwargs).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"])
+    return float(jitted.lower(*args, **kwargs).compile().cost_analysis()["flops"])
 
 
 def jax_throughput(env, num_envs: int, steps: int, repeats: int, seed: int):
