@@ -7,8 +7,14 @@
    XLA counts a loop body once, so not of the scan), the achieved GFLOP/s, and its fraction of
    a plain 256³ matmul's rate measured in the same run (target ≥ 0.7). Stable-Baselines3's SAC
    (torch, CPU) on the plain MLP of the same size and batch gives its updates/s as a ratio.
-2. Env-steps/s of SAC collection on MT10 (host-stepped envs, one update per vector step), so a
-   user can predict how long `--preset paper` takes: the printed estimate multiplies it out.
+2. SAC collection on MT10 (host-stepped envs, one update per vector step), in steady state
+   (compiles excluded): env-steps/s when each update finishes before the envs step, and when
+   the envs step while it runs (`overlap`, the default), as a ratio (target ≥ 1.3×), at 1 and 2
+   envs per task.
+3. All learners in one call: the learners of `experiments.mt10 --downstream` (3 groupings × 3
+   groups + Soft-Mod on all 10, 2 envs per task) trained together — one vmapped update, one host
+   vector env — against the same learners one after another, in env-steps/s of all learners;
+   and what that predicts for the paper's budget.
 
     pip install -e ".[bench]" && python -m benchmarks.sac_update
 """
@@ -16,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -25,6 +32,7 @@ import numpy as np
 
 from benchmarks import require_bench_extra
 from benchmarks.timing import matmul_rate, xla_flops
+from pgx_jax.rl.host_sac import LearnerLayout
 from pgx_jax.rl.sac import Batch, ReplayBuffer, SACConfig, init_sac, make_sac_agent, update
 
 NUM_TASKS, OBS_DIM, ACTION_DIM = 10, 39, 4
@@ -100,13 +108,13 @@ def sb3_update_rate(hidden: tuple[int, ...], batch_size: int, updates: int,
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--updates", type=int, default=300)
-    parser.add_argument("--collect-steps", type=int, default=1500,
-                        help="SAC env steps per task in the collection run")
+    parser.add_argument("--intervals", type=int, default=5,
+                        help=f"timed intervals of {LOG_EVERY} vector steps per collection run")
     parser.add_argument("--paper-steps-per-task", type=int, default=2_000_000)
-    parser.add_argument("--quick", action="store_true", help="30 updates, 300 collection steps")
+    parser.add_argument("--quick", action="store_true", help="30 updates, 1 timed interval")
     args = parser.parse_args()
     if args.quick:
-        args.updates, args.collect_steps = 30, 300
+        args.updates, args.intervals = 30, 1
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {os.cpu_count()} CPUs, "
           f"{len(os.sched_getaffinity(0))} usable")
     networks = {
@@ -136,24 +144,60 @@ def main():
 
     require_bench_extra("metaworld")
     from pgx_jax.envs.metaworld import MetaWorldFamily
-    from pgx_jax.rl.host import train_sac_on_host
 
-    config = SACConfig(network="softmod", softmod_width=128, hidden=(256, 256),
-                       total_steps=args.collect_steps, learning_starts=args.collect_steps // 3)
+    print(f"\n2) SAC collection on MT10 (Soft-Mod 2 × 2 × 128, one update per vector step, "
+          f"{args.intervals} × {LOG_EVERY} steps timed after the warm-up and the compile)")
+    print(f"   {'envs per task':<14} {'wait (env-steps/s)':>18} {'overlap':>8} {'ratio':>6} "
+          f"{'env share':>9}")
+    config = SACConfig(network="softmod", softmod_width=128)
+    for num_envs in (1, 2):
+        family = MetaWorldFamily(envs_per_task=num_envs)
+        layout = LearnerLayout.of([range(NUM_TASKS)])
+        wait, _ = collection_rate(family, config, layout, args.intervals, overlap=False)
+        overlap, env_share = collection_rate(family, config, layout, args.intervals)
+        print(f"   {num_envs:<14} {wait:18,.0f} {overlap:8,.0f} {overlap / wait:5.2f}× "
+              f"{env_share:9.0%}   [target ≥ 1.3×]", flush=True)
+
+    family = MetaWorldFamily(envs_per_task=2)
+    rng = np.random.default_rng(0)
+    groups = [g for _ in range(3) for g in np.array_split(rng.permutation(NUM_TASKS), 3)]
+    layout = LearnerLayout.of(groups + [range(NUM_TASKS)])
+    together, _ = collection_rate(family, config, layout, args.intervals)
+    seconds = sum(len(g) * 2 * LOG_EVERY * args.intervals / collection_rate(
+        family, config, LearnerLayout.of([g]), args.intervals)[0] for g in layout.groups)
+    alone = len(layout.rows) * 2 * LOG_EVERY * args.intervals / seconds
+    print(f"\n3) {layout.num_learners} learners (3 random groupings × 3 groups + all 10 tasks), "
+          f"2 envs per task: {together:,.0f} env-steps/s together vs {alone:,.0f} one after "
+          f"another ({together / alone:.2f}×)")
+    hours = len(layout.rows) * args.paper_steps_per_task / together / 3600
+    print(f"   at that rate, {args.paper_steps_per_task:,} steps per task for all "
+          f"{layout.num_learners} learners take ~{hours:,.0f} h (one seed)")
+
+
+LOG_EVERY = 100  # vector steps per timed interval
+
+
+def collection_rate(family, config: SACConfig, layout, intervals: int,
+                    overlap: bool = True) -> tuple[float, float]:
+    """(env-steps/s of all of `layout`'s learners, fraction of the time in the envs) of host SAC
+    on `family`, timed over `intervals` intervals after one warm-up interval and the interval
+    that compiles the update."""
+    from pgx_jax.rl.host_sac import train_sac_on_host
+
+    num_envs = family.envs_per_task
+    config = dataclasses.replace(config, num_envs=num_envs,
+                                 total_steps=(intervals + 2) * LOG_EVERY * num_envs,
+                                 learning_starts=LOG_EVERY * num_envs)
     agent = make_sac_agent(config, NUM_TASKS, ACTION_DIM)
-    with MetaWorldFamily().make_envs() as envs:
-        start = time.perf_counter()
-        result = train_sac_on_host(agent, config, envs, jax.random.key(0),
-                                   log_every=args.collect_steps)
-        seconds = time.perf_counter() - start
-    env_seconds = float(result.metrics["env_seconds"].sum())
-    rate = NUM_TASKS * args.collect_steps / seconds
-    print(f"\n2) SAC on MT10 (Soft-Mod, 1 env per task, 1 update per vector step, "
-          f"{args.collect_steps} steps per task, compile included): {rate:,.0f} env-steps/s; "
-          f"{env_seconds / seconds:.0%} of the time in the envs")
-    hours = NUM_TASKS * args.paper_steps_per_task / rate / 3600
-    print(f"   at that rate, {args.paper_steps_per_task:,} steps per task on all 10 tasks take "
-          f"~{hours:,.0f} h per policy (one grouping's groups together take about as long)")
+    stamps = []
+    with family.make_envs(rows=layout.rows) as envs:
+        result = train_sac_on_host(
+            agent, config, envs, layout, jax.random.split(jax.random.key(0), layout.num_learners),
+            log_every=LOG_EVERY, progress=lambda *_: stamps.append(time.perf_counter()),
+            overlap=overlap)
+    seconds = stamps[-1] - stamps[1]
+    env_seconds = result.metrics["env_seconds"][2:].sum()
+    return len(layout.rows) * num_envs * LOG_EVERY * intervals / seconds, env_seconds / seconds
 
 
 if __name__ == "__main__":

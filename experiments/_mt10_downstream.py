@@ -5,21 +5,27 @@ policy per group is trained on that group's tasks; the baselines train one polic
 (a plain MLP multitask policy, and Soft Modularization). Every task gets the same env-step
 budget (`sac_steps_per_task`) in every method, so the total budget is the same. Each trained
 policy is scored greedily on its own tasks; a grouping's score is the mean success over all
-tasks. One stage per (group, seed) and per (baseline, seed): resumable, and a group that several
-groupings share is trained once.
+tasks.
+
+All learners of one network (every group of every grouping and k, the baseline of that network,
+every seed) train together (`pgx_jax.rl.host_sac`): one vmapped update per vector step, one
+host vector env, the envs stepping while the update runs; one stage per network. A group that
+several groupings (or several k) share is one learner per seed. A learner's result depends only
+on its tasks and seed: its envs are seeded by (seed, task, env) and its PRNG key by (seed, task
+set), not by which other learners train beside it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import pgx_jax as pgx
 from experiments._pipeline import METHODS, group_lists
 from experiments._runner import UpdateBar
-from pgx_jax.rl.host import evaluate_sac_on_host, train_sac_on_host
+from pgx_jax.rl.host_sac import LearnerLayout, evaluate_sac_on_host, train_sac_on_host
 from pgx_jax.rl.sac import SACConfig, make_sac_agent
 
 # The paper's Table 2, MT10 column (mean success % over 5 runs), and its k ablation.
@@ -58,54 +64,81 @@ def groupings(stage, clusters: dict, config, num_tasks: int) -> dict:
     return out
 
 
-def train_group(config, family, task_ids, network: str, seed: int, label: str) -> dict:
-    """SAC on the tasks `task_ids` of `family` → success and return per task (greedy)."""
+def learners(config, by_k: dict, num_tasks: int) -> dict:
+    """{network: [(task group, seed), ...]}: every group of every grouping and k with
+    `--sac-network`, and the baselines on all tasks with theirs; each (network, group, seed)
+    once, in a fixed order."""
+    out = {}
+    everything = tuple(range(num_tasks))
+    for seed in range(config.sac_seeds):
+        for methods in by_k.values():
+            for labels in methods.values():
+                for group in group_lists(labels):
+                    out.setdefault(config.sac_network, {})[(tuple(group), seed)] = None
+        for network in BASELINES.values():
+            out.setdefault(network, {})[(everything, seed)] = None
+    return {network: list(specs) for network, specs in out.items()}
+
+
+TRAIN_STREAM, EVALUATE_STREAM = 2_000_000, 3_000_000  # + seed: each seed its own episodes
+
+
+def train_learners(config, family, network: str, specs: list) -> dict:
+    """SAC for every (group, seed) of `specs` with `network`, together → success and return
+    per learner and task (greedy; NaN for tasks outside the group) f32[L, n]."""
     sac = sac_config(config, network)
     agent = make_sac_agent(sac, family.num_tasks, family.action_dim)
-    group = dataclasses.replace(family.subset(task_ids), envs_per_task=config.envs_per_task)
-    steps_per_log = 500
-    bar = UpdateBar(-(-sac.total_steps // sac.num_envs // steps_per_log), f"SAC {label}",
-                    steps_per_log * len(task_ids) * sac.num_envs)
-    key = jax.random.fold_in(jax.random.key(config.seed + 1000), seed)
-    with group.make_envs(stream=2_000_000 + seed) as envs:
-        result = train_sac_on_host(agent, sac, envs, key, task_ids=task_ids,
-                                   log_every=steps_per_log, progress=bar)
+    layout = LearnerLayout.of([group for group, _ in specs])
+    seeds = np.asarray([seed for _, seed in specs])
+    # A learner's key comes from its seed and its task set alone.
+    base = jax.random.key(config.seed + 1000)
+    keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, seed),
+                                         sum(1 << t for t in group)) for group, seed in specs])
+    row_seeds = np.repeat(seeds, layout.sizes)
+    log_every = max(1, min(500, sac.total_steps // sac.num_envs // 20))
+    steps_per_log = log_every * len(layout.rows) * sac.num_envs
+    bar = UpdateBar(-(-sac.total_steps // sac.num_envs // log_every),
+                    f"SAC, {len(specs)} {network} learners", steps_per_log)
+    with family.make_envs(TRAIN_STREAM + row_seeds, rows=layout.rows) as envs:
+        result = train_sac_on_host(agent, sac, envs, layout, keys, log_every=log_every,
+                                   progress=bar)
     bar.close()
-    with group.make_envs(stream=3_000_000 + seed) as envs:
-        success, returns = evaluate_sac_on_host(agent, result.state, envs,
+    with family.make_envs(EVALUATE_STREAM + row_seeds, rows=layout.rows) as envs:
+        success, returns = evaluate_sac_on_host(agent, result.state, envs, layout,
                                                 episodes=config.eval_episodes,
-                                                max_episode_steps=family.max_episode_steps,
-                                                task_ids=task_ids)
-    return {"task_ids": np.asarray(task_ids), "success": success, "returns": returns,
+                                                max_episode_steps=family.max_episode_steps)
+    return {"groups": np.stack([np.isin(np.arange(family.num_tasks), g) for g, _ in specs]),
+            "seeds": seeds, "success": success, "returns": returns,
             "training_success": result.metrics["success"],
             "env_seconds": result.metrics["env_seconds"].sum(),
-            "compute_seconds": result.metrics["compute_seconds"].sum()}
+            "wait_seconds": result.metrics["wait_seconds"].sum()}
 
 
 def run(config, stage, clusters: dict, family) -> tuple[list[str], dict]:
     """Trains every grouping and baseline; returns (report lines, metrics)."""
     n = family.num_tasks
     by_k = groupings(stage, clusters, config, n)
+    trained, times = {}, []  # (network, group, seed) → success f32[n]
+    for network, specs in learners(config, by_k, n).items():
+        out = stage(f"sac.{network}", lambda network=network, specs=specs: train_learners(
+            config, family, network, specs), uses=SAC_USES,
+            extra={"network": network, "learners": [[list(g), s] for g, s in specs]})
+        for index, (group, seed) in enumerate(specs):
+            trained[(network, group, seed)] = out["success"][index]
+        times.append(f"{network}: {len(specs)} learners together, {float(out['env_seconds']):.0f} s "
+                     f"stepping the envs, {float(out['wait_seconds']):.0f} s waiting for the "
+                     "updates beyond that")
     success = {}  # (name, k) → f32[seeds, n]
     for seed in range(config.sac_seeds):
         for k, methods in by_k.items():
             for method, labels in methods.items():
                 per_task = np.full(n, np.nan)
                 for group in group_lists(labels):
-                    # Stages are named by the group's tasks: a group that several groupings (or
-                    # several k) share is trained once per seed.
-                    name = "sac.tasks_" + "_".join(map(str, group)) + f".seed{seed}"
-                    out = stage(name, lambda group=group: train_group(
-                        config, family, group, config.sac_network, seed,
-                        f"{[family.names[i] for i in group]} seed {seed}"),
-                        uses=SAC_USES, extra={"network": config.sac_network})
-                    per_task[out["task_ids"]] = out["success"]
+                    got = trained[(config.sac_network, tuple(group), seed)]
+                    per_task[group] = got[group]
                 success.setdefault((method, k), []).append(per_task)
         for name, network in BASELINES.items():
-            out = stage(f"sac.{name}.seed{seed}", lambda network=network, name=name: train_group(
-                config, family, list(range(n)), network, seed, f"{name} (all tasks) seed {seed}"),
-                uses=SAC_USES, extra={"network": network})
-            success.setdefault((name, None), []).append(out["success"])
+            success.setdefault((name, None), []).append(trained[(network, tuple(range(n)), seed)])
     success = {key: np.stack(v) for key, v in success.items()}
 
     def cell(values):  # mean ± std over seeds of the mean success over tasks, in %
@@ -118,7 +151,8 @@ def run(config, stage, clusters: dict, family) -> tuple[list[str], dict]:
         "## Downstream: train the groups (Table 2, MT10 column)",
         "",
         f"Budget: {budget}. Success = greedy policy, "
-        f"{config.eval_episodes * config.envs_per_task} episode(s) per task.",
+        f"{config.eval_episodes * config.envs_per_task} episode(s) per task. Training: "
+        + "; ".join(times) + ".",
         "" if config.preset != "quick" else
         "**Smoke run**: this budget is far below the paper's; the numbers test the pipeline, "
         "not the claim.",

@@ -233,13 +233,18 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
     assert set(success) == {f"{m}.k{k}" for m in ("ours", "gradient_similarity", "random")
                             for k in (1, 2)} | {"multitask", "softmod_all"}
     assert all(np.asarray(v).shape == (1, 3) for v in success.values())
-    # At k = 1 every grouping is the one group of all tasks: trained once, shared.
-    trained_groups = sorted(p.name for p in (run_dir / "stages").glob("sac.tasks_*"))
-    assert "sac.tasks_0_1_2.seed0.npz" in trained_groups
-    for method in ("gradient_similarity", "random"):
-        np.testing.assert_array_equal(success[f"{method}.k1"], success["ours.k1"])
-    # Another network for the groups makes their stored SAC stages stale (not the baselines').
-    with pytest.raises(StaleStageError, match=r"stage 'sac\.tasks_.*network: \"softmod\" → \"mlp\""):
+    # One stage per network holds all its learners (groups of every grouping and k, seeds),
+    # each (group, seed) once. At k = 1 every grouping is the one group of all tasks: the same
+    # learner as Soft-Mod on all tasks.
+    assert sorted(p.name for p in (run_dir / "stages").glob("sac.*")) == [
+        "sac.mlp.npz", "sac.softmod.npz"]
+    learners = np.load(run_dir / "stages" / "sac.softmod.npz")
+    assert len({row.tobytes() for row in learners["groups"]}) == len(learners["groups"])
+    assert learners["groups"].all(1).sum() == 1
+    for method in ("ours", "gradient_similarity", "random"):
+        np.testing.assert_array_equal(success[f"{method}.k1"], success["softmod_all"])
+    # Another network for the groups makes the stored SAC stage of that network stale.
+    with pytest.raises(StaleStageError, match=r"stage 'sac\.mlp'.*learners"):
         mt10.main(argv + [
             "--downstream", "--sac-steps-per-task", "200", "--sac-learning-starts", "100",
             "--sac-hidden", "8", "--softmod-width", "8", "--sac-batch-size", "16", "--sweep-k", "1",

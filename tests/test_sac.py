@@ -198,12 +198,15 @@ def test_replay_buffer_matches_a_ring_of_python_rows():
     buffer = ReplayBuffer.create(5, example)
     reference = collections.deque(maxlen=5)
     counter = 0
-    for count in (3, 1, 4, 2):
-        rewards = jnp.arange(counter, counter + count, dtype=jnp.float32)
+    for count, padding in ((3, 0), (1, 2), (4, 0), (2, 3)):
+        # `padding` rows after the first `count` (learners padded to one width) are dropped.
+        rewards = jnp.concatenate([jnp.arange(counter, counter + count, dtype=jnp.float32),
+                                   jnp.full(padding, -1.0)])
         counter += count
-        rows = jax.tree_util.tree_map(lambda x: jnp.zeros((count,) + x.shape[1:], x.dtype), example)
-        buffer = buffer.add(rows.replace(reward=rewards))
-        reference.extend(np.asarray(rewards).tolist())
+        rows = jax.tree_util.tree_map(
+            lambda x: jnp.zeros((count + padding,) + x.shape[1:], x.dtype), example)
+        buffer = buffer.add(rows.replace(reward=rewards), count if padding else None)
+        reference.extend(np.asarray(rewards[:count]).tolist())
         assert int(buffer.size) == len(reference)
         assert sorted(np.asarray(buffer.data.reward)[:int(buffer.size)].tolist()) == sorted(reference)
     sample = buffer.sample(jax.random.key(0), 1000)

@@ -17,6 +17,8 @@ task's 50 goal variations, as `gym.make_vec("Meta-World/MT10")` does. An episode
 from __future__ import annotations
 
 import dataclasses
+import functools
+import zlib
 
 import numpy as np
 
@@ -97,38 +99,63 @@ class MetaWorldFamily:
         if unknown:
             raise ValueError(f"unknown Meta-World tasks {unknown}; e.g. {MT10_TASKS[:3]}")
 
-    def make_envs(self, stream: int = 0) -> "HostEnvs":
+    def make_envs(self, stream=0, rows=None) -> "HostEnvs":
         """Starts the vector env (a few seconds: MuJoCo models are compiled per env).
 
-        Envs made with the same `seed` and `stream` replay the same episodes under the same
-        actions; give each use (training, evaluation, collection) its own stream.
+        Args:
+          stream: envs of one family `seed` and `stream` replay the same episodes under the same
+            actions; give each use (training, evaluation, collection) its own stream. An int, or
+            one per row (int[R]: learners of several seeds in one vector).
+          rows: the task (an index into `names`) of each row of the [R, E] env grid; repeats
+            allowed (several learners' envs in one vector). Default: every task once, in order.
+
+        Env e of a row of task `name` is seeded by (seed, stream, name, e) alone, so it replays
+        the same episodes wherever its row sits: a group's envs inside a vector of many groups
+        step exactly as in a vector of their own.
         """
-        return HostEnvs(self, stream)
+        return HostEnvs(self, stream, rows)
+
+
+def _env_seed(family_seed: int, stream: int, name: str, env: int) -> int:
+    """Meta-World's seed for env `env` of task `name` (≥ 1: Meta-World reads 0 as "no seed")."""
+    entropy = [family_seed, stream, zlib.crc32(name.encode()), env]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] % 2**30) + 1
 
 
 class HostEnvs:
-    """A live Gymnasium vector env over [n, E] Meta-World envs (flat index task · E + env).
+    """A live Gymnasium vector env over an [R, E] grid of Meta-World envs (flat index row · E +
+    env; row r runs task `rows[r]` of the family, by default R = n and row r = task r).
 
-    `reset()` and `step(action f32[n, E, 4])` return arrays shaped [n, E, ...]. Close it (or use
+    `reset()` and `step(action f32[R, E, 4])` return arrays shaped [R, E, ...]. Close it (or use
     it as a context manager) to stop async workers.
     """
 
-    def __init__(self, family: MetaWorldFamily, stream: int = 0):
+    def __init__(self, family: MetaWorldFamily, stream=0, rows=None):
         family.check_available()
         gymnasium = _import_metaworld()
-        self.family = family
-        self.shape = (family.num_tasks, family.envs_per_task)
-        # Meta-World seeds env i of the list with seed + i (its goal variations and its
-        # generator) and reads seed 0 as "no seed"; `reset(seed=...)` does not reseed it.
-        seed = int(np.random.SeedSequence([family.seed, stream]).generate_state(1)[0] % 2**30) + 1
-        self.envs = gymnasium.make_vec(
-            "Meta-World/custom-mt-envs",
-            vector_strategy=family.vector_strategy,
-            envs_list=[name for name in family.names for _ in range(family.envs_per_task)],
-            seed=seed,
-            use_one_hot=False,
-            max_episode_steps=family.max_episode_steps,
-        )
+        import metaworld
+
+        rows = np.arange(family.num_tasks) if rows is None else np.asarray(rows, int).reshape(-1)
+        if rows.size == 0 or rows.min() < 0 or rows.max() >= family.num_tasks:
+            raise ValueError(f"rows must be non-empty task indices in [0, {family.num_tasks}), "
+                             f"got {rows.tolist()}")
+        if np.ndim(stream) and np.shape(stream) != rows.shape:
+            raise ValueError(f"stream must be an int or one per row ({rows.size}), got "
+                             f"{np.shape(stream)[0]}")
+        streams = np.broadcast_to(np.asarray(stream, int), rows.shape)
+        self.family, self.rows = family, rows
+        self.shape = (rows.size, family.envs_per_task)
+        vector = {"sync": gymnasium.vector.SyncVectorEnv,
+                  "async": gymnasium.vector.AsyncVectorEnv}[family.vector_strategy]
+        # One env per (row, e); Meta-World seeds an env's goal variations and its generator
+        # from `seed` (`reset(seed=...)` does not reseed it).
+        self.envs = vector(
+            [functools.partial(metaworld.make_mt_envs, family.names[task],
+                               seed=_env_seed(family.seed, int(row_stream), family.names[task],
+                                              env),
+                               use_one_hot=False, max_episode_steps=family.max_episode_steps)
+             for task, row_stream in zip(rows, streams) for env in range(family.envs_per_task)],
+            autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
 
     def _grid(self, x) -> np.ndarray:
         x = np.asarray(x)
@@ -136,7 +163,7 @@ class HostEnvs:
 
     def reset(self) -> np.ndarray:
         """Fresh episodes in every env, each on a goal variation drawn by the env's generator:
-        obs f32[n, E, 39]."""
+        obs f32[R, E, 39]."""
         obs, _ = self.envs.reset()
         return self._grid(obs).astype(np.float32)
 
@@ -144,11 +171,11 @@ class HostEnvs:
         """One step of every env (auto-reset on the same step).
 
         Args:
-          action: f32[n, E, 4]; clipped to [−1, 1] here, as Meta-World does internally.
+          action: f32[R, E, 4]; clipped to [−1, 1] here, as Meta-World does internally.
         Returns:
-          (obs f32[n, E, 39] (the reset observation where an episode ended), reward f32[n, E],
-          terminated bool[n, E], truncated bool[n, E], final_obs f32[n, E, 39] (the observation
-          before the reset; = obs where nothing ended), success bool[n, E]).
+          (obs f32[R, E, 39] (the reset observation where an episode ended), reward f32[R, E],
+          terminated bool[R, E], truncated bool[R, E], final_obs f32[R, E, 39] (the observation
+          before the reset; = obs where nothing ended), success bool[R, E]).
         """
         action = np.clip(np.asarray(action, np.float64), -1.0, 1.0).reshape(-1, self.family.action_dim)
         obs, reward, terminated, truncated, info = self.envs.step(action)

@@ -16,7 +16,6 @@ NormalizeReward semantics):
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import time
 from functools import partial
@@ -36,8 +35,6 @@ from pgx_jax.rl.ppo import (
     make_optimizer,
     transitions_from_rollout,
 )
-from pgx_jax.rl.sac import Batch, ReplayBuffer, init_sac
-from pgx_jax.rl.sac import update as sac_update
 from pgx_jax.types import Transitions
 
 OBS_CLIP = 10.0
@@ -399,111 +396,3 @@ def collect_transitions_on_host(agent: Agent, params, obs_moments: RunningMoment
                        steps_per_task // num_envs)
     trajectory = out.trajectory.replace(reward=reward_scaler.scale(out.trajectory.reward))
     return transitions_from_rollout(trajectory, task_ids, gamma, gae_lambda)
-
-
-@struct.dataclass
-class HostSACResult:
-    """The final SAC state; metrics per log interval: episode_return, success f32[I, n] (NaN
-    where no episode ended), the mean update metrics f32[I], env_seconds and compute_seconds."""
-
-    state: Any
-    metrics: dict
-
-
-def _sac_step(agent, config, warmup: bool, sac, buffer, rows, obs_inputs, key):
-    """Adds the last step's rows, updates (unless warming up), picks the next actions."""
-    key_action, key_update = jax.random.split(key)
-    buffer = buffer.add(rows)
-    if warmup:
-        action = jax.random.uniform(key_action, obs_inputs.shape[:-1] + (agent.action_dim,),
-                                    minval=-1.0, maxval=1.0)
-        return sac, buffer, action, {}
-
-    def one(sac, update_key):
-        key_batch, key_sac = jax.random.split(update_key)
-        return sac_update(agent, config, sac, buffer.sample(key_batch, config.batch_size),
-                          key_sac)
-
-    sac, metrics = jax.lax.scan(one, sac, jax.random.split(key_update, config.updates_per_step))
-    action, _ = agent.actor.sample(sac.actor, obs_inputs, key_action)
-    return sac, buffer, action, jax.tree_util.tree_map(jnp.mean, metrics)
-
-
-# The buffer and the SAC state are donated: every step rewrites them in place, not by copy.
-_sac_step_jit = jax.jit(_sac_step, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
-
-
-def train_sac_on_host(agent, config, envs, key: jax.Array, *, task_ids=None,
-                      log_every: int = 500, progress: Callable | None = None) -> HostSACResult:
-    """Multitask SAC (`pgx_jax.rl.sac`) on host envs [n, E] (E = `config.num_envs`).
-
-    `config.total_steps` env steps per task: every vector step adds its n·E transitions to the
-    replay buffer and then (after `config.learning_starts` steps per task of uniform random
-    actions) runs `updates_per_step` updates on batches drawn from all tasks. Metrics are
-    aggregated every `log_every` vector steps; `progress(step, mean_return, mean_success)` is
-    called then.
-    """
-    num_tasks, num_envs = envs.shape
-    if num_envs != config.num_envs:
-        raise ValueError(f"the envs have {num_envs} per task, config.num_envs is {config.num_envs}")
-    task_grid = _task_grid(envs, task_ids)
-    flat_tasks = task_grid.reshape(-1)
-    steps, warmup_steps = config.total_steps // num_envs, config.learning_starts // num_envs
-    key_init, key = jax.random.split(key)
-    sac = init_sac(agent, config, envs.family.obs_dim, key_init)
-    obs_dim = envs.family.obs_dim + agent.num_tasks
-    example = Batch(obs=jnp.zeros((1, obs_dim)), action=jnp.zeros((1, agent.action_dim)),
-                    reward=jnp.zeros(1), next_obs=jnp.zeros((1, obs_dim)),
-                    terminated=jnp.zeros(1), task=jnp.zeros(1, jnp.int32))
-    buffer = ReplayBuffer.create(min(config.buffer_size, steps * num_tasks * num_envs), example)
-    no_rows = jax.tree_util.tree_map(lambda x: x[:0], example)
-
-    runner = HostRunner.start(envs)
-    inputs = agent.observe(jnp.asarray(runner.obs), task_grid)
-    rows, metrics, window = no_rows, {}, collections.defaultdict(list)
-    env_seconds = compute_seconds = 0.0
-    for step in range(steps):
-        key, step_key = jax.random.split(key)
-        start = time.perf_counter()
-        sac, buffer, action, update_metrics = _sac_step_jit(
-            agent, config, step < warmup_steps, sac, buffer, rows, inputs.reshape(-1, obs_dim),
-            step_key)
-        action = np.asarray(action).reshape(envs.shape + (agent.action_dim,))
-        stepped = time.perf_counter()
-        out = runner.step(envs, action)
-        env_done = time.perf_counter()
-        rows = Batch(obs=inputs.reshape(-1, obs_dim),
-                     action=jnp.asarray(action.reshape(-1, agent.action_dim)),
-                     reward=jnp.asarray(out.reward.reshape(-1)),
-                     next_obs=agent.observe(jnp.asarray(out.final_obs), task_grid).reshape(-1, obs_dim),
-                     terminated=jnp.asarray(out.terminated.reshape(-1), jnp.float32),
-                     task=flat_tasks)
-        inputs = agent.observe(jnp.asarray(runner.obs), task_grid)
-        env_seconds += env_done - stepped
-        compute_seconds += stepped - start
-        window["episode_return"].append(out.finished_return)
-        window["success"].append(out.finished_success)
-        for name, value in update_metrics.items():
-            window[name].append(float(value))
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            for name in ("episode_return", "success"):
-                metrics.setdefault(name, []).append(per_task_mean(np.stack(window.pop(name))))
-            for name, values in window.items():
-                metrics.setdefault(name, []).append(float(np.mean(values)))
-            metrics.setdefault("env_seconds", []).append(env_seconds)
-            metrics.setdefault("compute_seconds", []).append(compute_seconds)
-            window, env_seconds, compute_seconds = collections.defaultdict(list), 0.0, 0.0
-            if progress is not None:
-                progress(step, _mean_of_ended(metrics["episode_return"][-1]),
-                         _mean_of_ended(metrics["success"][-1]))
-    return HostSACResult(state=sac, metrics={name: np.asarray(v) for name, v in metrics.items()})
-
-
-def evaluate_sac_on_host(agent, sac_state, envs, *, episodes: int = 1,
-                         max_episode_steps: int = 500, task_ids=None):
-    """Success rate and return per task of the greedy SAC policy (tanh of the mean) over
-    `episodes` whole episodes in each of the E envs: (success f32[n], return f32[n])."""
-    task_grid = _task_grid(envs, task_ids)
-    act = jax.jit(lambda params, obs: agent.actor.mode(params, agent.observe(obs, task_grid)))
-    return play_episodes(envs, lambda obs: act(sac_state.actor, jnp.asarray(obs)),
-                         episodes * max_episode_steps)

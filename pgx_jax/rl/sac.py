@@ -212,11 +212,18 @@ class ReplayBuffer:
     def capacity(self) -> int:
         return self.data.reward.shape[0]
 
-    def add(self, rows: Batch) -> "ReplayBuffer":
-        """Writes the k rows of `rows` after the last ones, wrapping around (oldest overwritten)."""
-        count = rows.reward.shape[0]
-        index = (self.position + jnp.arange(count)) % self.capacity
-        data = jax.tree_util.tree_map(lambda buffer, x: buffer.at[index].set(x), self.data, rows)
+    def add(self, rows: Batch, count=None) -> "ReplayBuffer":
+        """Writes the first `count` (default: all k) rows of `rows` after the last ones, wrapping
+        around (oldest overwritten); rows past `count` are padding and are dropped. `count` may
+        be traced (learners of different group sizes vmapped over one padded width)."""
+        width = rows.reward.shape[0]
+        count = width if count is None else count
+        offsets = jnp.arange(width)
+        # Padding rows aim past the end, where a "drop" scatter ignores them.
+        index = jnp.where(offsets < count, (self.position + offsets) % self.capacity,
+                          self.capacity)
+        data = jax.tree_util.tree_map(lambda buffer, x: buffer.at[index].set(x, mode="drop"),
+                                      self.data, rows)
         return ReplayBuffer(data=data, position=(self.position + count) % self.capacity,
                             size=jnp.minimum(self.size + count, self.capacity))
 
