@@ -1,4 +1,4 @@
-"""PolicyGradEx on Meta-World MT10: `python -m experiments.mt10 [--preset quick|paper]`.
+"""PolicyGradEx on Meta-World MT10: `python -m experiments.mt10 [--preset quick|medium|paper]`.
 
 The real Meta-World (metaworld 3.1.1, MuJoCo 3.3.0), stepped on the host
 (`pgx_jax.envs.metaworld`): multitask PPO meta-trains θ* on all 10 tasks (the paper's 4-layer
@@ -12,10 +12,12 @@ reward scaling by the running std of the discounted return, γ 0.99, GAE λ 0.97
 decay), clip 0.2, 4 epochs of 10 minibatches, entropy 0, gradient-norm clip 0.5; rollouts of
 250 steps in 2 envs per task (5000 steps per update).
 
-Presets:
+Presets (every run prints its expected time, from the env speed it measures, before it starts):
   quick (default): 100k PPO steps per task (1M in all). A smoke run of the pipeline that
     fits in ~20 minutes on a 2-core CPU; θ* is far from trained, and the report says so.
-  paper: 2M PPO steps per task; prints the expected time (measured env speed) before it starts.
+  medium: θ* at 400k PPO steps per task, 3 greedy episodes per env, and the downstream table
+    (30k SAC steps per task, 2 seeds) — the whole comparison within ~2 hours on 2 cores.
+  paper: 2M PPO steps per task; downstream at 2M SAC steps per task, 5 seeds (days here).
 Any flag overrides its preset value.
 
 Writes results/mt10/<run>/: report.md, metrics.json, affinity.png (task names), learning.png,
@@ -79,22 +81,14 @@ from pgx_jax.rl.host import (
 )
 from pgx_jax.rl.ppo import PPOConfig, make_agent
 
-# A preset fills the flags left at 0. Downstream (`--downstream`): SAC env steps per task, random
-# steps before updates start (per task), seeds.
-PRESETS = {
-    "quick": {"steps_per_task": 100_000, "sac_steps_per_task": 3_000,
-              "sac_learning_starts": 1_000, "sac_seeds": 1},
-    "paper": {"steps_per_task": 2_000_000, "sac_steps_per_task": 2_000_000,
-              "sac_learning_starts": 10_000, "sac_seeds": 5},
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config(EstimationConfig):
+    # "quick" (the defaults below), "medium" or "paper" (PRESET_DEFAULTS); on the command line a
+    # preset replaces the defaults and flags still win; in Python pass the settings themselves
     preset: str = "quick"
     tasks: tuple = MT10_TASKS
-    # meta-training (PPO, per task); steps_per_task = 0 takes the preset's
-    steps_per_task: int = 0
+    # meta-training (PPO, per task)
+    steps_per_task: int = 100_000
     envs_per_task: int = 2
     num_steps: int = 250
     update_epochs: int = 4
@@ -109,11 +103,12 @@ class Config(EstimationConfig):
     # evaluation and estimation
     eval_episodes: int = 1  # greedy episodes per env (E per task) for θ*'s success
     collect_steps: int = 2048  # per task, the paper's
-    # downstream (issue 7): train the groups with multitask SAC; 0 = the preset's value
+    # downstream (issue 7): train the groups with multitask SAC. SAC env steps per task, random
+    # steps before updates start (per task), seeds
     downstream: bool = False
-    sac_steps_per_task: int = 0
-    sac_learning_starts: int = 0
-    sac_seeds: int = 0
+    sac_steps_per_task: int = 3_000
+    sac_learning_starts: int = 1_000
+    sac_seeds: int = 1
     sac_network: str = "softmod"  # per group: "softmod", "mlp" or "multihead"
     sac_hidden: tuple = (256, 256)
     softmod_layers: int = 2
@@ -135,6 +130,15 @@ class Config(EstimationConfig):
         return MetaWorldFamily(names=self.tasks, envs_per_task=self.envs_per_task, seed=self.seed,
                                vector_strategy=self.vector_strategy)
 
+    # medium: the whole comparison within ~2 hours on 2 cores (README: budget and results).
+    PRESET_DEFAULTS = {
+        "quick": {},
+        "medium": {"steps_per_task": 400_000, "eval_episodes": 3, "downstream": True,
+                   "sac_steps_per_task": 30_000, "sac_learning_starts": 2_000, "sac_seeds": 2},
+        "paper": {"steps_per_task": 2_000_000, "eval_episodes": 5, "downstream": True,
+                  "sac_steps_per_task": 2_000_000, "sac_learning_starts": 10_000, "sac_seeds": 5},
+    }
+
     # Flags that steer the run without changing a stage's result (sync and async step the same
     # episodes; checkpoints only save progress); and the stages --restart-from accepts.
     RUN_CONTROL = EstimationConfig.RUN_CONTROL + ("vector_strategy", "checkpoint_every")
@@ -145,15 +149,9 @@ class Config(EstimationConfig):
     def num_tasks(self) -> int:
         return len(self.tasks)
 
-    def resolved(self) -> "Config":
-        """The preset's values in the fields left at 0."""
-        require(self.preset in PRESETS,
-                f"--preset must be one of {', '.join(sorted(PRESETS))}, got {self.preset!r}")
-        return dataclasses.replace(self, **{
-            name: value for name, value in PRESETS[self.preset].items()
-            if getattr(self, name) == 0})
-
     def check(self) -> None:
+        require(self.preset in self.PRESET_DEFAULTS, f"--preset must be one of "
+                f"{', '.join(self.PRESET_DEFAULTS)}, got {self.preset!r}")
         require(len(set(self.tasks)) == len(self.tasks), f"--tasks repeat a task: {list(self.tasks)}")
         require_ints(self, 1, "envs_per_task")
         with as_setting_error("vector_strategy"):
@@ -210,6 +208,29 @@ def measure_env_speed(envs, steps: int = 20) -> float:
     for _ in range(steps):
         envs.step(rng.uniform(-1, 1, envs.shape + (4,)))
     return steps * envs.shape[0] * envs.shape[1] / (time.perf_counter() - start)
+
+
+# Collection rates as fractions of the random-action env speed, measured on the 2-core CPU, for
+# the expected time only: PPO meta-training 1,325 of 1,960 env-steps/s (benchmarks/mt10_cost);
+# SAC with one update per vector step, 914 env-steps/s for 10 Soft-Mod learners
+# (benchmarks/sac_update part 3) against ~1,960.
+PPO_RATE, SAC_RATE = 0.68, 0.47
+
+
+def expected_minutes(config: "Config", speed: float, episode_steps: int) -> dict:
+    """{stage: minutes} this run should take from scratch at `speed` random-action env-steps/s.
+    The downstream figure assumes no group is shared by two groupings (shared ones train once)."""
+    n, episodes = config.num_tasks, config.eval_episodes * config.envs_per_task
+    out = {"θ* (PPO)": n * config.steps_per_task / (speed * PPO_RATE),
+           "evaluation and collection": n * (episodes * episode_steps + config.collect_steps)
+           / speed,
+           "estimate and groups": 120.0}  # features ~35 s, subsets and SDPs seconds; compile
+    if config.downstream:
+        groupings = len(METHODS) * len((set(config.sweep_k) | {config.k}) - {0})
+        streams = config.sac_seeds * n * (groupings + len(_mt10_downstream.BASELINES))
+        out["downstream SAC"] = streams * (config.sac_steps_per_task / (speed * SAC_RATE)
+                                           + episodes * episode_steps / speed)
+    return {stage: seconds / 60 for stage, seconds in out.items()}
 
 
 def plot_learning(metrics: dict, steps_per_update: int, names) -> bytes:
@@ -285,13 +306,6 @@ def train_stage(config: Config, agent, family: MetaWorldFamily, run_dir: Path, k
 
     steps_per_update = family.num_tasks * ppo.num_envs * ppo.num_steps
     with family.make_envs(stream=int(state.update)) as envs:
-        speed = measure_env_speed(envs)
-        remaining = (ppo.num_updates - int(state.update)) * steps_per_update
-        env_steps = remaining + family.num_tasks * (
-            config.collect_steps + config.eval_episodes * config.envs_per_task * 500)
-        print(f"env speed here: {speed:,.0f} steps/s ({config.vector_strategy}); stepping the "
-              f"{env_steps:,} env steps left takes ≥ {env_steps / speed / 60:.0f} min, plus the "
-              "PPO updates")
         bar = UpdateBar(ppo.num_updates, "meta-training θ* (PPO, MT10)", steps_per_update,
                         initial=int(state.update))
         result = train_on_host(agent, ppo, envs, state, metrics=metrics, progress=bar,
@@ -315,6 +329,13 @@ def main(argv=None) -> dict:
           f"({', '.join(names)}); PPO: {ppo.num_updates} updates × "
           f"{family.num_tasks * ppo.num_envs * ppo.num_steps} steps "
           f"(jax {jax.__version__} on {jax.devices()[0].platform})")
+    with family.make_envs(stream=0) as envs:
+        speed = measure_env_speed(envs)
+    expected = expected_minutes(config, speed, family.max_episode_steps)
+    print(f"expected time from scratch at this machine's env speed ({speed:,.0f} env-steps/s "
+          f"under random actions, {config.vector_strategy}): "
+          + ", ".join(f"{stage} {minutes:.0f} min" for stage, minutes in expected.items())
+          + f"; total ~{sum(expected.values()):.0f} min (finished stages load from disk)")
     keys = jax.random.split(jax.random.key(config.seed), 5)
     stage = start_run(run_dir, config)
     trained = stage("train", lambda: train_stage(config, agent, family, run_dir, keys[0],

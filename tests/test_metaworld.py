@@ -1,5 +1,6 @@
 """The host-stepped Meta-World adapter, host PPO's normalizers and bookkeeping, and a tiny MT10 run."""
 
+import dataclasses
 import json
 
 import jax
@@ -179,6 +180,32 @@ def test_missing_meta_world_and_bad_downstream_settings_fail_early(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", without_metaworld)
     with pytest.raises(ImportError, match=r'pip install -e "\.\[metaworld\]"'):
         MetaWorldFamily(names=("reach-v3",)).make_envs()
+
+
+def test_presets_fill_the_defaults_and_the_expected_time_counts_every_learner():
+    from experiments import mt10
+    from experiments._pipeline import parse_config
+
+    medium = parse_config(mt10.Config, ["--preset", "medium", "--sac-seeds", "3"])
+    assert (medium.steps_per_task, medium.sac_steps_per_task, medium.downstream) == (
+        400_000, 30_000, True)
+    assert medium.sac_seeds == 3  # a flag wins over its preset
+    assert parse_config(mt10.Config, []) == mt10.Config()
+
+    def minutes(**changes):
+        config = dataclasses.replace(mt10.Config(), **changes)
+        return mt10.expected_minutes(config, speed=1000.0, episode_steps=500)
+
+    quick = minutes()
+    assert "downstream SAC" not in quick
+    # θ*: 10 tasks × 100k steps at the PPO share of 1000 env-steps/s.
+    assert quick["θ* (PPO)"] == pytest.approx(10 * 100_000 / (1000 * mt10.PPO_RATE) / 60)
+    one = minutes(downstream=True)["downstream SAC"]
+    # Seeds multiply the learners; a swept k adds three groupings to the three at k and the two
+    # baselines on all tasks (5 → 8 learners' worth of task streams per seed).
+    assert minutes(downstream=True, sac_seeds=2)["downstream SAC"] == pytest.approx(2 * one)
+    assert minutes(downstream=True, sweep_k=(2,))["downstream SAC"] == pytest.approx(8 / 5 * one)
+    assert minutes(downstream=True, sweep_k=(0, 3))["downstream SAC"] == pytest.approx(one)
 
 
 def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(

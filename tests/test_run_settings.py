@@ -59,7 +59,7 @@ INVALID = [
     (validate, ["--hessian-checkpoints", "7"], "--hessian-checkpoints .* must divide"),
     (validate, ["--ablation-sizes", "1"], r"--ablation-sizes must lie in \[2, 10\]"),
     (validate, ["--table1-subset-size", "11"], r"--table1-subset-size must lie in \[1, 10\]"),
-    (mt10, ["--preset", "huge"], "--preset must be one of paper, quick"),
+    (mt10, ["--preset", "huge"], "--preset must be one of quick, medium, paper"),
     (mt10, ["--envs-per-task", "0"], "--envs-per-task must be an integer >= 1"),
     (mt10, ["--steps-per-task", "10"], "--steps-per-task must be at least one PPO update"),
     (mt10, ["--tasks", "reach-v3", "fly-v3"], r"--tasks: unknown Meta-World tasks \['fly-v3'\]"),
