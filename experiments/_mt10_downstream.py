@@ -9,14 +9,16 @@ tasks.
 
 All learners of one network (every group of every grouping and k, the baseline of that network,
 every seed) train together (`pgx_jax.rl.host_sac`): one vmapped update per vector step, one
-host vector env, the envs stepping while the update runs; one stage per network. A group that
-several groupings (or several k) share is one learner per seed. A learner's result depends only
-on its tasks and seed: its envs are seeded by (seed, task, env) and its PRNG key by (seed, task
-set), not by which other learners train beside it.
+host vector env, the envs stepping while the update runs. A group that several groupings (or
+several k) share is one learner per seed. Each learner's result is its own stage
+(`sac.<network>.<tasks>.seed<s>`), so a rerun that adds seeds or a k trains only the new
+learners (together); an interrupted training loses its whole batch. A learner's result depends
+only on its tasks and seed, up to float rounding (vmapped matmuls round differently): its envs
+are seeded by (family seed, stream + seed, task, env) and its PRNG key by (seed, task set), not
+by which other learners train beside it.
 """
 
 from __future__ import annotations
-
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +36,8 @@ PAPER_MT10 = {"ours": "94.0", "random": "58.2", "gradient_similarity": "69.6",
 PAPER_K = {2: "89.5", 3: "94.0", 4: "95.1"}
 PAPER_SAC_STEPS = 2_000_000  # per task, as our "paper" preset
 BASELINES = {"multitask": "mlp", "softmod_all": "softmod"}  # name → SAC network, all tasks
-# What a SAC training depends on, besides its tasks (in the stage's name) and network (`extra`):
-# it trains from scratch, so neither θ* nor the estimate is an input.
+# What a SAC training depends on, besides its network, task group and seed (`extra`): it trains
+# from scratch, so neither θ* nor the estimate is an input.
 SAC_USES = ("seed", "tasks", "envs_per_task", "eval_episodes", "sac_steps_per_task",
             "sac_learning_starts", "sac_hidden", "softmod_layers", "softmod_modules",
             "softmod_width", "sac_batch_size", "sac_buffer_size")
@@ -84,35 +86,51 @@ def learners(config, by_k: dict, num_tasks: int) -> dict:
 TRAIN_STREAM, EVALUATE_STREAM = 2_000_000, 3_000_000  # + seed: each seed its own episodes
 
 
-def train_learners(config, family, network: str, specs: list) -> dict:
-    """SAC for every (group, seed) of `specs` with `network`, together → success and return
-    per learner and task (greedy; NaN for tasks outside the group) f32[L, n]."""
+def learner_key(config, group: tuple, seed: int, num_tasks: int) -> jax.Array:
+    """Learner (group, seed)'s PRNG key: from its seed and its task set alone. The task set's
+    bitmask is folded in 32 bits at a time (one fold for up to 32 tasks)."""
+    key = jax.random.fold_in(jax.random.key(config.seed + 1000), seed)
+    mask = sum(1 << t for t in group)
+    for chunk in range(-(-num_tasks // 32)):
+        key = jax.random.fold_in(key, (mask >> (32 * chunk)) & 0xFFFFFFFF)
+    return key
+
+
+def stage_name(network: str, group: tuple, seed: int, num_tasks: int) -> str:
+    """'sac.softmod.0-4-7.seed1' ('all' for every task): one stored result per learner."""
+    tasks = "all" if len(group) == num_tasks else "-".join(map(str, group))
+    return f"sac.{network}.{tasks}.seed{seed}"
+
+
+def train_learners(config, family, network: str, specs: list) -> list[dict]:
+    """SAC for every (group, seed) of `specs` with `network`, together → one dict per learner:
+    greedy success and return per task f32[n] (NaN for tasks outside its group), its training
+    success per log interval f32[I, n], and the batch's env and wait seconds."""
     sac = sac_config(config, network)
-    agent = make_sac_agent(sac, family.num_tasks, family.action_dim)
+    n = family.num_tasks
+    agent = make_sac_agent(sac, n, family.action_dim)
     layout = LearnerLayout.of([group for group, _ in specs])
     seeds = np.asarray([seed for _, seed in specs])
-    # A learner's key comes from its seed and its task set alone.
-    base = jax.random.key(config.seed + 1000)
-    keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, seed),
-                                         sum(1 << t for t in group)) for group, seed in specs])
+    keys = jnp.stack([learner_key(config, group, seed, n) for group, seed in specs])
     row_seeds = np.repeat(seeds, layout.sizes)
-    log_every = max(1, min(500, sac.total_steps // sac.num_envs // 20))
+    vector_steps = sac.total_steps // sac.num_envs
+    log_every = max(1, min(500, vector_steps // 20))
     steps_per_log = log_every * len(layout.rows) * sac.num_envs
-    bar = UpdateBar(-(-sac.total_steps // sac.num_envs // log_every),
-                    f"SAC, {len(specs)} {network} learners", steps_per_log)
+    bar = UpdateBar(-(-vector_steps // log_every), f"SAC, {len(specs)} {network} learners",
+                    steps_per_log)
     with family.make_envs(TRAIN_STREAM + row_seeds, rows=layout.rows) as envs:
         result = train_sac_on_host(agent, sac, envs, layout, keys, log_every=log_every,
                                    progress=bar)
     bar.close()
     with family.make_envs(EVALUATE_STREAM + row_seeds, rows=layout.rows) as envs:
         success, returns = evaluate_sac_on_host(agent, result.state, envs, layout,
-                                                episodes=config.eval_episodes,
-                                                max_episode_steps=family.max_episode_steps)
-    return {"groups": np.stack([np.isin(np.arange(family.num_tasks), g) for g, _ in specs]),
-            "seeds": seeds, "success": success, "returns": returns,
-            "training_success": result.metrics["success"],
-            "env_seconds": result.metrics["env_seconds"].sum(),
-            "wait_seconds": result.metrics["wait_seconds"].sum()}
+                                                episodes=config.eval_episodes)
+    together = {"env_seconds": result.metrics["env_seconds"].sum(),
+                "wait_seconds": result.metrics["wait_seconds"].sum(),
+                "learners_together": len(specs)}
+    return [{"success": success[index], "returns": returns[index],
+             "training_success": result.metrics["success"][:, index], **together}
+            for index in range(len(specs))]
 
 
 def run(config, stage, clusters: dict, family) -> tuple[list[str], dict]:
@@ -121,14 +139,23 @@ def run(config, stage, clusters: dict, family) -> tuple[list[str], dict]:
     by_k = groupings(stage, clusters, config, n)
     trained, times = {}, []  # (network, group, seed) → success f32[n]
     for network, specs in learners(config, by_k, n).items():
-        out = stage(f"sac.{network}", lambda network=network, specs=specs: train_learners(
-            config, family, network, specs), uses=SAC_USES,
-            extra={"network": network, "learners": [[list(g), s] for g, s in specs]})
-        for index, (group, seed) in enumerate(specs):
-            trained[(network, group, seed)] = out["success"][index]
-        times.append(f"{network}: {len(specs)} learners together, {float(out['env_seconds']):.0f} s "
-                     f"stepping the envs, {float(out['wait_seconds']):.0f} s waiting for the "
-                     "updates beyond that")
+        names = [stage_name(network, group, seed, n) for group, seed in specs]
+        by_name = dict(zip(names, specs))
+
+        def train(missing, network=network, by_name=by_name):
+            return dict(zip(missing, train_learners(config, family, network,
+                                                    [by_name[name] for name in missing])))
+
+        out = stage.batch(names, train, uses=SAC_USES, extras=[
+            {"network": network, "group": list(group), "seed": seed} for group, seed in specs])
+        for name, spec in by_name.items():
+            trained[(network, *spec)] = out[name]["success"]
+        fresh = [name for name in names if name not in stage.resumed]
+        times.append(
+            f"{network}: {len(specs)} learners, all stored earlier" if not fresh else
+            f"{network}: {len(fresh)} of {len(specs)} learners trained together, "
+            f"{float(out[fresh[0]]['env_seconds']):.0f} s stepping the envs, "
+            f"{float(out[fresh[0]]['wait_seconds']):.0f} s waiting for the updates beyond that")
     success = {}  # (name, k) → f32[seeds, n]
     for seed in range(config.sac_seeds):
         for k, methods in by_k.items():

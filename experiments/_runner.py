@@ -102,6 +102,52 @@ class StageRunner:
                  extra=None) -> dict:
         settings = self.settings_of(uses, inputs, extra)
         self.settings[name] = settings
+        stored = self._reusable(name, settings, inputs)
+        if stored is not None:
+            return stored
+        self.log(f"[{name}] running ...")
+        start = time.perf_counter()
+        self.current = settings
+        try:
+            out = fn()
+        finally:
+            self.current = None
+        return self._save(name, settings, out, time.perf_counter() - start)
+
+    def batch(self, names: list[str], fn: Callable[[list[str]], dict], *, uses=(), inputs=(),
+              extras=None) -> dict:
+        """Stages that are computed together but stored (and reused) one by one: {name: arrays}.
+
+        `fn(missing)` computes the stages of `names` that are not stored with the current
+        settings, in one go, → {name: arrays}; each is saved as it would be by `__call__`
+        (`extras[i]` is the `extra` of names[i]), its time the joint time split evenly. So a
+        rerun that adds stages (say, more seeds) computes only the new ones; an interrupted
+        `fn` loses all of its batch.
+        """
+        extras = extras or [None] * len(names)
+        if len(extras) != len(names) or len(set(names)) != len(names):
+            raise ValueError("batch: names must be distinct, with one extra each")
+        settings, out = {}, {}
+        for name, extra in zip(names, extras):
+            settings[name] = self.settings[name] = self.settings_of(uses, inputs, extra)
+            stored = self._reusable(name, settings[name], inputs)
+            if stored is not None:
+                out[name] = stored
+        missing = [name for name in names if name not in out]
+        if missing:
+            self.log(f"[{missing[0]} and {len(missing) - 1} more] running together ..."
+                     if len(missing) > 1 else f"[{missing[0]}] running ...")
+            start = time.perf_counter()
+            computed = fn(missing)
+            seconds = (time.perf_counter() - start) / len(missing)
+            for name in missing:
+                out[name] = self._save(name, settings[name], computed[name], seconds)
+        return out
+
+    def _reusable(self, name: str, settings: dict, inputs) -> dict | None:
+        """The stored arrays of stage `name` if they were made with `settings` (and no restart
+        asks for it again); None when it must be computed. Other settings: `StaleStageError`,
+        or None with `force`."""
         path = self.run_dir / "stages" / f"{name}.npz"
         target = self.restart_from
         restart = (bool(target) and (name == target or name.startswith(target + "."))
@@ -109,33 +155,30 @@ class StageRunner:
         if restart:
             self.restarted.add(name)
         stored = None if restart else self._load(path)
-        if stored is not None:
-            out, stored_settings = stored
-            if stored_settings == settings:
-                self.resumed.append(name)
-                self.timings[name] = float(out.pop("_seconds"))
-                self.log(f"[{name}] loaded from {path} (finished earlier)")
-                return out
-            changes = describe_changes(stored_settings, settings, self.config)
-            if not self.force:
-                raise StaleStageError(
-                    f"stage '{name}' of run {self.run_dir} was made with other settings "
-                    f"({changes}). Use a new --run NAME to keep both, or --force to recompute the "
-                    f"changed stages and everything downstream "
-                    f"(--restart-from {name} recomputes from this stage on).")
-            self.log(f"[{name}] settings changed ({changes}); recomputing (--force)")
-        self.log(f"[{name}] running ...")
-        start = time.perf_counter()
-        self.current = settings
-        try:
-            out = {k: np.asarray(v) for k, v in fn().items()}
-        finally:
-            self.current = None
-        seconds = time.perf_counter() - start
+        if stored is None:
+            return None
+        out, stored_settings = stored
+        if stored_settings == settings:
+            self.resumed.append(name)
+            self.timings[name] = float(out.pop("_seconds"))
+            self.log(f"[{name}] loaded from {path} (finished earlier)")
+            return out
+        changes = describe_changes(stored_settings, settings, self.config)
+        if not self.force:
+            raise StaleStageError(
+                f"stage '{name}' of run {self.run_dir} was made with other settings "
+                f"({changes}). Use a new --run NAME to keep both, or --force to recompute the "
+                f"changed stages and everything downstream "
+                f"(--restart-from {name} recomputes from this stage on).")
+        self.log(f"[{name}] settings changed ({changes}); recomputing (--force)")
+        return None
+
+    def _save(self, name: str, settings: dict, out: dict, seconds: float) -> dict:
+        out = {k: np.asarray(v) for k, v in out.items()}
         buffer = io.BytesIO()
         np.savez(buffer, _seconds=seconds, _settings=np.array(json.dumps(settings, sort_keys=True)),
                  **out)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(self.run_dir / "stages" / f"{name}.npz", buffer.getvalue())
         self.timings[name] = seconds
         self.log(f"[{name}] done in {seconds:.2f} s")
         return out

@@ -177,9 +177,14 @@ class Config(EstimationConfig):
             require_ints(self, 1, "sac_steps_per_task", "sac_seeds", "sac_batch_size")
             require_ints(self, 0, "sac_learning_starts")
             require_widths(self, "sac_hidden")
-            require(self.sac_learning_starts < self.sac_steps_per_task,
-                    f"--sac-steps-per-task ({self.sac_steps_per_task}) must exceed the replay "
-                    f"warm-up --sac-learning-starts ({self.sac_learning_starts})")
+            vector_steps = self.sac_steps_per_task // self.envs_per_task
+            require(vector_steps > max(self.sac_learning_starts // self.envs_per_task, 1),
+                    f"--sac-steps-per-task ({self.sac_steps_per_task}) must leave updates after "
+                    f"the replay warm-up --sac-learning-starts ({self.sac_learning_starts}) with "
+                    f"--envs-per-task {self.envs_per_task}")
+            require(self.sac_buffer_size >= self.envs_per_task * self.num_tasks,
+                    f"--sac-buffer-size ({self.sac_buffer_size}) must hold one vector step "
+                    f"({self.envs_per_task} envs × {self.num_tasks} tasks)")
             require(all(isinstance(k, int) and 0 <= k <= self.num_tasks for k in self.sweep_k),
                     f"--sweep-k values must lie in [1, {self.num_tasks}] (0 = none), got "
                     f"{list(self.sweep_k)}")

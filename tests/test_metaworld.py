@@ -260,19 +260,26 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
     assert set(success) == {f"{m}.k{k}" for m in ("ours", "gradient_similarity", "random")
                             for k in (1, 2)} | {"multitask", "softmod_all"}
     assert all(np.asarray(v).shape == (1, 3) for v in success.values())
-    # One stage per network holds all its learners (groups of every grouping and k, seeds),
-    # each (group, seed) once. At k = 1 every grouping is the one group of all tasks: the same
-    # learner as Soft-Mod on all tasks.
-    assert sorted(p.name for p in (run_dir / "stages").glob("sac.*")) == [
-        "sac.mlp.npz", "sac.softmod.npz"]
-    learners = np.load(run_dir / "stages" / "sac.softmod.npz")
-    assert len({row.tobytes() for row in learners["groups"]}) == len(learners["groups"])
-    assert learners["groups"].all(1).sum() == 1
+    # One stored result per learner (network, group, seed), each once; at k = 1 every grouping
+    # is the one group of all tasks: the same learner as Soft-Mod on all tasks.
+    stored = sorted(p.name for p in (run_dir / "stages").glob("sac.*"))
+    assert "sac.mlp.all.seed0.npz" in stored and "sac.softmod.all.seed0.npz" in stored
+    assert [name for name in stored if name.startswith("sac.mlp")] == ["sac.mlp.all.seed0.npz"]
     for method in ("ours", "gradient_similarity", "random"):
         np.testing.assert_array_equal(success[f"{method}.k1"], success["softmod_all"])
-    # Another network for the groups makes the stored SAC stage of that network stale.
-    with pytest.raises(StaleStageError, match=r"stage 'sac\.mlp'.*learners"):
-        mt10.main(argv + [
-            "--downstream", "--sac-steps-per-task", "200", "--sac-learning-starts", "100",
-            "--sac-hidden", "8", "--softmod-width", "8", "--sac-batch-size", "16", "--sweep-k", "1",
-            "--sac-network", "mlp"])
+    # A rerun with the groups on the MLP and a second seed trains only the learners it lacks:
+    # seed 0's baselines load, and at k = 1 the groups are seed 0's MLP on all tasks.
+    capsys.readouterr()
+    more = mt10.main(argv + [
+        "--downstream", "--sac-steps-per-task", "200", "--sac-learning-starts", "100",
+        "--sac-hidden", "8", "--softmod-width", "8", "--sac-batch-size", "16", "--sweep-k", "1",
+        "--sac-network", "mlp", "--sac-seeds", "2"])
+    out = capsys.readouterr().out
+    for name in ("sac.mlp.all.seed0", "sac.softmod.all.seed0"):
+        assert f"[{name}] loaded" in out
+    assert "[sac.mlp.all.seed1] done" in out and "[sac.softmod.all.seed0] done" not in out
+    more = more["downstream"]["success"]
+    assert all(np.asarray(v).shape == (2, 3) for v in more.values())
+    np.testing.assert_array_equal(more["softmod_all"][0], success["softmod_all"][0])
+    for method in ("ours", "gradient_similarity", "random"):
+        np.testing.assert_array_equal(more[f"{method}.k1"], more["multitask"])

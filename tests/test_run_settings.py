@@ -64,7 +64,10 @@ INVALID = [
     (mt10, ["--steps-per-task", "10"], "--steps-per-task must be at least one PPO update"),
     (mt10, ["--tasks", "reach-v3", "fly-v3"], r"--tasks: unknown Meta-World tasks \['fly-v3'\]"),
     (mt10, ["--downstream", "--sac-steps-per-task", "500", "--sac-learning-starts", "1000"],
-     "must exceed the replay warm-up"),
+     "must leave updates after the replay warm-up"),
+    (mt10, ["--downstream", "--sac-steps-per-task", "1", "--sac-learning-starts", "0"],
+     "must leave updates after the replay warm-up"),
+    (mt10, ["--downstream", "--sac-buffer-size", "10"], "--sac-buffer-size .* must hold one"),
     (mt10, ["--downstream", "--sweep-k", "11"], r"--sweep-k values must lie in \[1, 10\]"),
     (mt10, ["--downstream", "--sac-network", "cnn"], "--sac-network.*SACConfig.network"),
 ]

@@ -192,9 +192,7 @@ def test_update_keeps_the_state_types_so_one_compile_serves_every_step():
 
 
 def test_replay_buffer_matches_a_ring_of_python_rows():
-    example = Batch(obs=jnp.zeros((1, 2)), action=jnp.zeros((1, 1)), reward=jnp.zeros(1),
-                    next_obs=jnp.zeros((1, 2)), terminated=jnp.zeros(1),
-                    task=jnp.zeros(1, jnp.int32))
+    example = Batch.example(2, 1)
     buffer = ReplayBuffer.create(5, example)
     reference = collections.deque(maxlen=5)
     counter = 0
@@ -211,6 +209,21 @@ def test_replay_buffer_matches_a_ring_of_python_rows():
         assert sorted(np.asarray(buffer.data.reward)[:int(buffer.size)].tolist()) == sorted(reference)
     sample = buffer.sample(jax.random.key(0), 1000)
     assert set(np.asarray(sample.reward).tolist()) == set(reference)
+    # Traced counts under jit and vmap (learners of different widths): the same as one by one.
+    rows = jax.tree_util.tree_map(lambda x: jnp.zeros((4,) + x.shape[1:], x.dtype), example)
+    rows = rows.replace(reward=jnp.arange(4.0) + 100)
+    counts = jnp.array([4, 1, 0])
+    stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x] * 3), buffer)
+    added = jax.jit(jax.vmap(ReplayBuffer.add, in_axes=(0, None, 0)))(stacked, rows, counts)
+    for index, count in enumerate((4, 1, 0)):
+        alone = buffer.add(rows, count)
+        for together, single in zip(jax.tree_util.tree_leaves(added), jax.tree_util.tree_leaves(alone)):
+            np.testing.assert_array_equal(together[index], single)
+    with pytest.raises(ValueError, match="count must lie"):
+        buffer.add(rows, 5)
+    with pytest.raises(ValueError, match="exceed the capacity"):
+        buffer.add(jax.tree_util.tree_map(lambda x: jnp.zeros((6,) + x.shape[1:], x.dtype),
+                                          example))
 
 
 def _pendulum_family():

@@ -3,8 +3,9 @@
 There is no JAX port of Meta-World (7 of the 10 MT10 models use collisions MJX lacks), so the
 envs run in a Gymnasium vector env on the host and only the policy is jitted
 (`pgx_jax.rl.host`). A `MetaWorldFamily` describes the tasks; `HostEnvs` is a live vector env
-laid out as [n tasks, E envs per task], the layout of the JAX families, so rollouts come back as
-the same `Trajectory` / `Transitions` and the estimator and PPO code do not know the difference.
+laid out as [R rows, E envs per row] — by default one row per task, [n, E], the layout of the JAX
+families, so rollouts come back as the same `Trajectory` / `Transitions` and the estimator and
+PPO code do not know the difference; rows may repeat tasks (many SAC learners in one vector).
 
 Needs the `metaworld` extra (`pip install -e ".[metaworld]"`: metaworld 3.1.1, MuJoCo 3.3.0).
 Observations are Meta-World's 39 numbers without its one-hot (the agent appends the task id, as it
@@ -135,13 +136,14 @@ class HostEnvs:
         gymnasium = _import_metaworld()
         import metaworld
 
-        rows = np.arange(family.num_tasks) if rows is None else np.asarray(rows, int).reshape(-1)
-        if rows.size == 0 or rows.min() < 0 or rows.max() >= family.num_tasks:
+        rows = np.arange(family.num_tasks) if rows is None else np.asarray(rows).reshape(-1)
+        if (rows.size == 0 or not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0
+                or rows.max() >= family.num_tasks):
             raise ValueError(f"rows must be non-empty task indices in [0, {family.num_tasks}), "
                              f"got {rows.tolist()}")
         if np.ndim(stream) and np.shape(stream) != rows.shape:
-            raise ValueError(f"stream must be an int or one per row ({rows.size}), got "
-                             f"{np.shape(stream)[0]}")
+            raise ValueError(f"stream must be an int or one per row (shape {rows.shape}), got "
+                             f"shape {np.shape(stream)}")
         streams = np.broadcast_to(np.asarray(stream, int), rows.shape)
         self.family, self.rows = family, rows
         self.shape = (rows.size, family.envs_per_task)

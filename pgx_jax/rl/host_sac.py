@@ -34,7 +34,6 @@ import collections
 import dataclasses
 import functools
 import time
-from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -101,6 +100,10 @@ class LearnerLayout:
         """int[L]: g_l."""
         return np.asarray([len(g) for g in self.groups])
 
+    def slot_tasks(self, envs_per_task: int) -> jax.Array:
+        """int[L, G·E]: the task of every env slot on the learner side."""
+        return jnp.asarray(np.repeat(self.tasks, envs_per_task, axis=1), jnp.int32)
+
     def to_learners(self, x: np.ndarray) -> np.ndarray:
         """Host rows x[R, ...] → x[L, G, ...] (padding slots 0)."""
         out = np.zeros((self.num_learners, self.width) + x.shape[1:], x.dtype)
@@ -123,22 +126,20 @@ class HostSACResult:
     """Learner states stacked on a leading axis L (`SACState` [L, ...]); metrics per log
     interval: episode_return, success f32[I, L, n] (NaN where a learner lacks the task or no
     episode ended), the mean update metrics f32[I, L], and the host's env_seconds (stepping
-    the envs) and wait_seconds (blocked on the device) f32[I]."""
+    the envs) and wait_seconds (blocked on the device) f64[I]."""
 
     state: Any
     metrics: dict
 
 
-def _observe(agent, obs, task):
-    """obs f32[L, M, d], task int[L, M] → the policy inputs f32[L, M, d + n]."""
-    return jnp.concatenate([obs, jax.nn.one_hot(task, agent.num_tasks)], -1)
-
-
-@partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def _act(agent, warmup: bool, actor, obs, task, keys):
     """(actions f32[L, M, A], update keys key[L], next keys key[L]) for raw obs f32[L, M, d]."""
-    inputs = _observe(agent, obs, task)
+    inputs = agent.observe(obs, task)
 
+    # Learner l's draws depend on its key alone, not on the padded width M it shares: with
+    # JAX's default threefry_partitionable, uniform draws of a larger shape begin with those of
+    # the smaller one, so a learner's actions equal those it would draw alone.
     def one(actor, inputs, key):
         key, key_action, key_update = jax.random.split(key, 3)
         if warmup:
@@ -159,8 +160,8 @@ def _learn(agent, config, update: bool, sac, buffer, rows, counts, keys):
     batches [U, B], never a learner's whole buffer.
     """
     obs, action, reward, final_obs, terminated, task = rows
-    batch = Batch(obs=_observe(agent, obs, task), action=action, reward=reward,
-                  next_obs=_observe(agent, final_obs, task), terminated=terminated, task=task)
+    batch = Batch(obs=agent.observe(obs, task), action=action, reward=reward,
+                  next_obs=agent.observe(final_obs, task), terminated=terminated, task=task)
     buffer = jax.vmap(ReplayBuffer.add)(buffer, batch, counts)
     if not update:
         return sac, buffer, {}
@@ -190,12 +191,11 @@ def init_learners(agent, config, layout: LearnerLayout, obs_dim: int, keys: jax.
     (as `init_sac`); C = min(buffer_size, the most rows any learner adds in `steps` steps), so
     a learner wraps around exactly when it would alone."""
     sac = jax.vmap(lambda key: init_sac(agent, config, obs_dim, key))(keys)
-    inputs = obs_dim + agent.num_tasks
-    example = Batch(obs=jnp.zeros((1, inputs)), action=jnp.zeros((1, agent.action_dim)),
-                    reward=jnp.zeros(1), next_obs=jnp.zeros((1, inputs)),
-                    terminated=jnp.zeros(1), task=jnp.zeros(1, jnp.int32))
+    # Every buffer has the widest learner's capacity (one stacked array): memory is
+    # L × C × ~(2·(d + n) + A + 3) floats, e.g. ~2.5 GB for `--preset medium`'s ~20 learners.
     capacity = min(config.buffer_size, steps * layout.width * envs_per_task)
-    empty = ReplayBuffer.create(capacity, example)
+    empty = ReplayBuffer.create(capacity, Batch.example(obs_dim + agent.num_tasks,
+                                                        agent.action_dim))
     buffer = jax.tree_util.tree_map(
         lambda x: jnp.broadcast_to(x, (layout.num_learners,) + x.shape).copy(), empty)
     return sac, buffer
@@ -224,13 +224,20 @@ def train_sac_on_host(agent, config, envs, layout: LearnerLayout, keys: jax.Arra
         raise ValueError(f"the envs' rows {envs.rows.tolist()} × {envs.shape[1]} must be the "
                          f"layout's {layout.rows.tolist()} × config.num_envs={num_envs}")
     if keys.shape != (layout.num_learners,):
-        raise ValueError(f"keys must be key[{layout.num_learners}] (one per learner), got "
-                         f"shape {keys.shape}")
+        raise ValueError(f"keys must be key[{layout.num_learners}] (typed, from jax.random.key; "
+                         f"one per learner), got shape {keys.shape}")
+    if agent.num_tasks != envs.family.num_tasks:
+        raise ValueError(f"the agent's one-hot has {agent.num_tasks} tasks, the envs' family "
+                         f"{envs.family.num_tasks}")
     steps, warmup_steps = config.total_steps // num_envs, config.learning_starts // num_envs
+    if steps <= max(warmup_steps, 1):
+        raise ValueError(f"config.total_steps={config.total_steps} leaves no update after the "
+                         f"warm-up (learning_starts={config.learning_starts}) with "
+                         f"{num_envs} envs per task")
     obs_dim, width = envs.family.obs_dim, layout.width * num_envs
     init_keys, keys = jax.vmap(jax.random.split, out_axes=1)(keys)
     sac, buffer = init_learners(agent, config, layout, obs_dim, init_keys, steps, num_envs)
-    task = jnp.asarray(np.repeat(layout.tasks, num_envs, axis=1), jnp.int32)  # int[L, M]
+    task = layout.slot_tasks(num_envs)  # int[L, M]
     counts = jnp.asarray(layout.sizes * num_envs, jnp.int32)
 
     def learner_side(x: np.ndarray) -> np.ndarray:  # host [R, E, ...] → [L, M, ...]
@@ -286,18 +293,23 @@ def train_sac_on_host(agent, config, envs, layout: LearnerLayout, keys: jax.Arra
         name: np.stack([np.asarray(row.get(name, nan)) for row in intervals]) for name in names})
 
 
-@partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0)
 def _greedy(agent, actor, obs, task):
-    return jax.vmap(agent.actor.mode)(actor, _observe(agent, obs, task))
+    return jax.vmap(agent.actor.mode)(actor, agent.observe(obs, task))
 
 
 def evaluate_sac_on_host(agent, sac_state, envs, layout: LearnerLayout, *, episodes: int = 1,
-                         max_episode_steps: int = 500):
+                         max_episode_steps: int | None = None):
     """Success rate and return of every learner's greedy policy (tanh of the mean) on each of
-    its tasks, over `episodes` whole episodes in each of the E envs of `envs` (rows
-    `layout.rows`): (success f32[L, n], return f32[L, n]), NaN for tasks a learner lacks."""
+    its tasks, over `episodes` whole episodes (of at most `max_episode_steps`, default the
+    family's) in each of the E envs of `envs` (rows `layout.rows`): (success f32[L, n],
+    return f32[L, n]), NaN for tasks a learner lacks."""
+    if not np.array_equal(envs.rows, layout.rows):
+        raise ValueError(f"the envs' rows {envs.rows.tolist()} must be the layout's "
+                         f"{layout.rows.tolist()}")
+    max_episode_steps = max_episode_steps or envs.family.max_episode_steps
     num_envs = envs.shape[1]
-    task = jnp.asarray(np.repeat(layout.tasks, num_envs, axis=1), jnp.int32)
+    task = layout.slot_tasks(num_envs)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         padded = layout.to_learners(obs).reshape(layout.num_learners, -1, obs.shape[-1])

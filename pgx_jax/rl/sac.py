@@ -51,8 +51,8 @@ class SACConfig:
       target_entropy: H̄; None = −action_dim.
       batch_size: transitions per update.
       buffer_size: replay capacity (transitions).
-      num_envs: parallel envs per task in `make_train`.
-      total_steps: env steps per task in `make_train`.
+      num_envs: parallel envs per task (`make_train`, `host_sac.train_sac_on_host`).
+      total_steps: env steps per task (both).
       learning_starts: env steps per task of uniform random actions before updates start.
       updates_per_step: gradient updates per vector env step (after `learning_starts`).
     """
@@ -192,6 +192,14 @@ class Batch:
     terminated: jax.Array
     task: jax.Array
 
+    @classmethod
+    def example(cls, inputs: int, action_dim: int) -> "Batch":
+        """One zero row [1, ...] of policy-input width `inputs` (obs + one-hot): a buffer's
+        template."""
+        return cls(obs=jnp.zeros((1, inputs)), action=jnp.zeros((1, action_dim)),
+                   reward=jnp.zeros(1), next_obs=jnp.zeros((1, inputs)),
+                   terminated=jnp.zeros(1), task=jnp.zeros(1, jnp.int32))
+
 
 @struct.dataclass
 class ReplayBuffer:
@@ -215,8 +223,14 @@ class ReplayBuffer:
     def add(self, rows: Batch, count=None) -> "ReplayBuffer":
         """Writes the first `count` (default: all k) rows of `rows` after the last ones, wrapping
         around (oldest overwritten); rows past `count` are padding and are dropped. `count` may
-        be traced (learners of different group sizes vmapped over one padded width)."""
+        be traced (learners of different group sizes vmapped over one padded width; then it must lie
+        in [0, k], unchecked)."""
         width = rows.reward.shape[0]
+        if width > self.capacity:  # two rows of one add would share a slot
+            raise ValueError(f"ReplayBuffer.add: {width} rows at once exceed the capacity "
+                             f"{self.capacity}")
+        if isinstance(count, int) and not 0 <= count <= width:
+            raise ValueError(f"ReplayBuffer.add: count must lie in [0, {width}], got {count}")
         count = width if count is None else count
         offsets = jnp.arange(width)
         # Padding rows aim past the end, where a "drop" scatter ignores them.
@@ -396,12 +410,8 @@ def make_train(config: SACConfig, family: TaskFamily, action_scale: float = 1.0,
         key_init, key_reset, key_run = jax.random.split(key, 3)
         sac = init_sac(agent, config, family.obs_dim, key_init)
         runner = reset_envs(family.env, family.params, key_reset, num_envs)
-        example = Batch(obs=jnp.zeros((1, family.obs_dim + num_tasks)),
-                        action=jnp.zeros((1, family.action_dim)), reward=jnp.zeros(1),
-                        next_obs=jnp.zeros((1, family.obs_dim + num_tasks)),
-                        terminated=jnp.zeros(1), task=jnp.zeros(1, jnp.int32))
         buffer = ReplayBuffer.create(min(config.buffer_size, config.total_steps * num_tasks),
-                                     example)
+                                     Batch.example(family.obs_dim + num_tasks, family.action_dim))
         carry = (sac, buffer, runner.state, runner.obs, runner.episode_return, key_run)
         carry, metrics = jax.lax.scan(env_step, carry, jnp.arange(steps))
         return SACTrainResult(state=carry[0], metrics=metrics)
