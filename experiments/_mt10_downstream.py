@@ -28,6 +28,7 @@ import pgx_jax as pgx
 from experiments._pipeline import METHODS, group_lists
 from experiments._runner import UpdateBar
 from pgx_jax.rl.host_sac import LearnerLayout, evaluate_sac_on_host, train_sac_on_host
+from pgx_jax.rl import sac as pgx_jax_sac
 from pgx_jax.rl.sac import SACConfig, make_sac_agent
 
 # The paper's Table 2, MT10 column (mean success % over 5 runs), and its k ablation.
@@ -81,6 +82,29 @@ def learners(config, by_k: dict, num_tasks: int) -> dict:
         for network in BASELINES.values():
             out.setdefault(network, {})[(everything, seed)] = None
     return {network: list(specs) for network, specs in out.items()}
+
+
+def plan(config, num_tasks: int) -> dict:
+    """{network: (learners, rows)} that `--downstream` trains, as if no group were shared by
+    two groupings (an upper bound): each grouping at each k has k groups covering all tasks."""
+    ks = (set(config.sweep_k) | {config.k}) - {0}
+    out = {config.sac_network: (config.sac_seeds * len(METHODS) * sum(ks),
+                                config.sac_seeds * len(METHODS) * len(ks) * num_tasks)}
+    for network in BASELINES.values():
+        learners, rows = out.get(network, (0, 0))
+        out[network] = (learners + config.sac_seeds, rows + config.sac_seeds * num_tasks)
+    return out
+
+
+def update_seconds(config, family) -> dict:
+    """{network: seconds per SAC update of one learner}, measured here, for each network of
+    `plan` (compiles each update once: seconds, cached with the compile cache)."""
+    out = {}
+    for network in plan(config, family.num_tasks):
+        sac = sac_config(config, network)
+        out[network] = pgx_jax_sac.update_seconds(
+            make_sac_agent(sac, family.num_tasks, family.action_dim), sac, family.obs_dim)
+    return out
 
 
 TRAIN_STREAM, EVALUATE_STREAM = 2_000_000, 3_000_000  # + seed: each seed its own episodes

@@ -215,26 +215,34 @@ def measure_env_speed(envs, steps: int = 20) -> float:
     return steps * envs.shape[0] * envs.shape[1] / (time.perf_counter() - start)
 
 
-# Collection rates as fractions of the random-action env speed, measured on the 2-core CPU, for
-# the expected time only: PPO meta-training 1,325 of 1,960 env-steps/s (benchmarks/mt10_cost);
-# SAC with one update per vector step, 914 env-steps/s for 10 Soft-Mod learners
-# (benchmarks/sac_update part 3) against ~1,960.
-PPO_RATE, SAC_RATE = 0.68, 0.47
+# PPO meta-training's env-steps/s as a fraction of the random-action env speed, measured on the
+# 2-core CPU (benchmarks/mt10_cost: 1,325 of 1,960; the medium run: 0.63), for the expected time.
+PPO_RATE = 0.68
 
 
-def expected_minutes(config: "Config", speed: float, episode_steps: int) -> dict:
+def expected_minutes(config: "Config", speed: float, episode_steps: int,
+                     update_seconds: dict | None = None) -> dict:
     """{stage: minutes} this run should take from scratch at `speed` random-action env-steps/s.
-    The downstream figure assumes no group is shared by two groupings (shared ones train once)."""
+
+    Downstream SAC: every vector step costs the env steps of all learners of a network at
+    `speed` plus one update per learner at `update_seconds[network]` (seconds per update of one
+    learner, measured): on 2 cores the envs and the update share the cores, so their times
+    mostly add (the overlap gains 1.2–1.4×, `benchmarks/sac_update`). Learners are counted as
+    if no group were shared by two groupings (shared ones train once).
+    """
     n, episodes = config.num_tasks, config.eval_episodes * config.envs_per_task
     out = {"θ* (PPO)": n * config.steps_per_task / (speed * PPO_RATE),
            "evaluation and collection": n * (episodes * episode_steps + config.collect_steps)
            / speed,
-           "estimate and groups": 120.0}  # features ~35 s, subsets and SDPs seconds; compile
+           "estimate and groups": 120.0}  # features ~45 s, subsets and SDPs seconds; compile
     if config.downstream:
-        groupings = len(METHODS) * len((set(config.sweep_k) | {config.k}) - {0})
-        streams = config.sac_seeds * n * (groupings + len(_mt10_downstream.BASELINES))
-        out["downstream SAC"] = streams * (config.sac_steps_per_task / (speed * SAC_RATE)
-                                           + episodes * episode_steps / speed)
+        vector_steps = config.sac_steps_per_task // config.envs_per_task
+        updating = vector_steps - config.sac_learning_starts // config.envs_per_task
+        seconds = 0.0
+        for network, (learners, rows) in _mt10_downstream.plan(config, n).items():
+            seconds += (rows * (config.sac_steps_per_task + episodes * episode_steps) / speed
+                        + updating * learners * update_seconds[network])
+        out["downstream SAC"] = seconds
     return {stage: seconds / 60 for stage, seconds in out.items()}
 
 
@@ -336,9 +344,12 @@ def main(argv=None) -> dict:
           f"(jax {jax.__version__} on {jax.devices()[0].platform})")
     with family.make_envs(stream=0) as envs:
         speed = measure_env_speed(envs)
-    expected = expected_minutes(config, speed, family.max_episode_steps)
+    update_seconds = _mt10_downstream.update_seconds(config, family) if config.downstream else {}
+    expected = expected_minutes(config, speed, family.max_episode_steps, update_seconds)
     print(f"expected time from scratch at this machine's env speed ({speed:,.0f} env-steps/s "
-          f"under random actions, {config.vector_strategy}): "
+          f"under random actions, {config.vector_strategy})"
+          + "".join(f", {network} SAC update {1e3 * t:.1f} ms" for network, t in
+                    update_seconds.items()) + ": "
           + ", ".join(f"{stage} {minutes:.0f} min" for stage, minutes in expected.items())
           + f"; total ~{sum(expected.values()):.0f} min (finished stages load from disk)")
     keys = jax.random.split(jax.random.key(config.seed), 5)

@@ -194,17 +194,24 @@ def test_presets_fill_the_defaults_and_the_expected_time_counts_every_learner():
 
     def minutes(**changes):
         config = dataclasses.replace(mt10.Config(), **changes)
-        return mt10.expected_minutes(config, speed=1000.0, episode_steps=500)
+        return mt10.expected_minutes(config, speed=1000.0, episode_steps=500,
+                                     update_seconds={"softmod": 0.01, "mlp": 0.001})
 
     quick = minutes()
     assert "downstream SAC" not in quick
     # θ*: 10 tasks × 100k steps at the PPO share of 1000 env-steps/s.
     assert quick["θ* (PPO)"] == pytest.approx(10 * 100_000 / (1000 * mt10.PPO_RATE) / 60)
+    # Downstream at k = 3, 1 seed: 9 Soft-Mod groups + Soft-Mod on all (40 rows), the MLP on all
+    # (10 rows); 3,000 steps per task at 2 envs, the first 1,000 without updates; 2 greedy
+    # episodes of 500 steps per task.
+    envs = 50 * (3_000 + 2 * 500) / 1000
+    updates = (1_500 - 500) * (10 * 0.01 + 1 * 0.001)
     one = minutes(downstream=True)["downstream SAC"]
-    # Seeds multiply the learners; a swept k adds three groupings to the three at k and the two
-    # baselines on all tasks (5 → 8 learners' worth of task streams per seed).
+    assert one == pytest.approx((envs + updates) / 60)
     assert minutes(downstream=True, sac_seeds=2)["downstream SAC"] == pytest.approx(2 * one)
-    assert minutes(downstream=True, sweep_k=(2,))["downstream SAC"] == pytest.approx(8 / 5 * one)
+    # A swept k = 2 adds 3 groupings of 2 groups: 6 learners and 30 rows more.
+    assert minutes(downstream=True, sweep_k=(2,))["downstream SAC"] == pytest.approx(
+        one + (30 * 4 + 1000 * 6 * 0.01) / 60)
     assert minutes(downstream=True, sweep_k=(0, 3))["downstream SAC"] == pytest.approx(one)
 
 
