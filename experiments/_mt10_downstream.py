@@ -170,11 +170,13 @@ def run(config, stage, clusters: dict, family) -> tuple[list[str], dict]:
             return dict(zip(missing, train_learners(config, family, network,
                                                     [by_name[name] for name in missing])))
 
+        before = len(stage.resumed)
         out = stage.batch(names, train, uses=SAC_USES, extras=[
-            {"network": network, "group": list(group), "seed": seed} for group, seed in specs])
+            {"network": network, "group": list(group), "sac_seed": seed}
+            for group, seed in specs])
         for name, spec in by_name.items():
             trained[(network, *spec)] = out[name]["success"]
-        fresh = [name for name in names if name not in stage.resumed]
+        fresh = [name for name in names if name not in stage.resumed[before:]]
         times.append(
             f"{network}: {len(specs)} learners, all stored earlier" if not fresh else
             f"{network}: {len(fresh)} of {len(specs)} learners trained together, "

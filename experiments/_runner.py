@@ -94,6 +94,9 @@ class StageRunner:
             if name not in self.settings:
                 raise RuntimeError(f"stage input {name!r} has not run yet")  # a bug, not the user's
             settings.update(self.settings[name])
+        clash = set(uses) & set(extra or {})
+        if clash:  # an extra would hide a config field from the record
+            raise RuntimeError(f"stage extra settings {sorted(clash)} shadow config fields")
         settings.update({name: getattr(self.config, name) for name in uses})
         settings.update(extra or {})
         return _canonical(settings)
@@ -109,7 +112,7 @@ class StageRunner:
         start = time.perf_counter()
         self.current = settings
         try:
-            out = fn()
+            out = {k: np.asarray(v) for k, v in fn().items()}  # waits for JAX's results
         finally:
             self.current = None
         return self._save(name, settings, out, time.perf_counter() - start)
@@ -124,7 +127,7 @@ class StageRunner:
         rerun that adds stages (say, more seeds) computes only the new ones; an interrupted
         `fn` loses all of its batch.
         """
-        extras = extras or [None] * len(names)
+        extras = [None] * len(names) if extras is None else extras
         if len(extras) != len(names) or len(set(names)) != len(names):
             raise ValueError("batch: names must be distinct, with one extra each")
         settings, out = {}, {}
@@ -138,7 +141,8 @@ class StageRunner:
             self.log(f"[{missing[0]} and {len(missing) - 1} more] running together ..."
                      if len(missing) > 1 else f"[{missing[0]}] running ...")
             start = time.perf_counter()
-            computed = fn(missing)
+            computed = {name: {k: np.asarray(v) for k, v in computed.items()}
+                        for name, computed in fn(missing).items()}
             seconds = (time.perf_counter() - start) / len(missing)
             for name in missing:
                 out[name] = self._save(name, settings[name], computed[name], seconds)
@@ -169,12 +173,12 @@ class StageRunner:
                 f"stage '{name}' of run {self.run_dir} was made with other settings "
                 f"({changes}). Use a new --run NAME to keep both, or --force to recompute the "
                 f"changed stages and everything downstream "
-                f"(--restart-from {name} recomputes from this stage on).")
+                f"(--restart-from {name.split('.')[0]} recomputes from this stage on).")
         self.log(f"[{name}] settings changed ({changes}); recomputing (--force)")
         return None
 
     def _save(self, name: str, settings: dict, out: dict, seconds: float) -> dict:
-        out = {k: np.asarray(v) for k, v in out.items()}
+        """Writes the arrays `out` (NumPy: computed) of stage `name` with its settings."""
         buffer = io.BytesIO()
         np.savez(buffer, _seconds=seconds, _settings=np.array(json.dumps(settings, sort_keys=True)),
                  **out)

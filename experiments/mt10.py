@@ -14,7 +14,7 @@ decay), clip 0.2, 4 epochs of 10 minibatches, entropy 0, gradient-norm clip 0.5;
 
 Presets (every run prints its expected time, from the env speed it measures, before it starts):
   quick (default): 100k PPO steps per task (1M in all). A smoke run of the pipeline that
-    fits in ~20 minutes on a 2-core CPU; θ* is far from trained, and the report says so.
+    fits in ~10 minutes on a 2-core CPU; θ* is far from trained, and the report says so.
   medium: θ* at 400k PPO steps per task, 3 greedy episodes per env, and the downstream table
     (30k SAC steps per task, 2 seeds) — the whole comparison within ~2 hours on 2 cores.
   paper: 2M PPO steps per task; downstream at 2M SAC steps per task, 5 seeds (days here).
@@ -221,12 +221,13 @@ PPO_RATE = 0.68
 
 
 def expected_minutes(config: "Config", speed: float, episode_steps: int,
-                     update_seconds: dict | None = None) -> dict:
+                     update_seconds: dict) -> dict:
     """{stage: minutes} this run should take from scratch at `speed` random-action env-steps/s.
 
     Downstream SAC: every vector step costs the env steps of all learners of a network at
     `speed` plus one update per learner at `update_seconds[network]` (seconds per update of one
-    learner, measured): on 2 cores the envs and the update share the cores, so their times
+    learner, measured alone: a little low, as vmapped updates and the buffer's gathers cost
+    more; {} without `--downstream`): on 2 cores the envs and the update share the cores, so their times
     mostly add (the overlap gains 1.2–1.4×, `benchmarks/sac_update`). Learners are counted as
     if no group were shared by two groupings (shared ones train once).
     """
@@ -237,7 +238,7 @@ def expected_minutes(config: "Config", speed: float, episode_steps: int,
            "estimate and groups": 120.0}  # features ~45 s, subsets and SDPs seconds; compile
     if config.downstream:
         vector_steps = config.sac_steps_per_task // config.envs_per_task
-        updating = vector_steps - config.sac_learning_starts // config.envs_per_task
+        updating = vector_steps - max(config.sac_learning_starts // config.envs_per_task, 1)
         seconds = 0.0
         for network, (learners, rows) in _mt10_downstream.plan(config, n).items():
             seconds += (rows * (config.sac_steps_per_task + episodes * episode_steps) / speed

@@ -44,3 +44,7 @@ def test_batch_computes_only_the_missing_stages_and_stores_each(tmp_path):
         Config.steps = 3
     with pytest.raises(ValueError, match="distinct"):
         run(["learner.s0", "learner.s0"])
+    # An extra setting may not hide a config field it shares a name with.
+    with pytest.raises(RuntimeError, match="shadow"):
+        StageRunner(tmp_path, Config(), log=lambda _: None).batch(
+            ["learner.s0"], compute, uses=("steps",), extras=[{"steps": 0}])

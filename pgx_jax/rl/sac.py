@@ -364,6 +364,7 @@ def update_seconds(agent: SACAgent, config: SACConfig, obs_dim: int, updates: in
     jax.block_until_ready(state)
     return (time.perf_counter() - start) / updates
 
+
 def make_train(config: SACConfig, family: TaskFamily, action_scale: float = 1.0, progress=None):
     """Returns `train(key) -> SACTrainResult`: SAC on all tasks of a JAX family, one jitted scan.
 
