@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from pgx_jax.executor import InProcess
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Writes `data` to `path` via a temporary file and a rename, so a crash never leaves half."""
@@ -118,14 +120,18 @@ class StageRunner:
         return self._save(name, settings, out, time.perf_counter() - start)
 
     def batch(self, names: list[str], fn: Callable[[list[str]], dict], *, uses=(), inputs=(),
-              extras=None) -> dict:
+              extras=None, executor=None, progress: Callable[[int], None] | None = None) -> dict:
         """Stages that are computed together but stored (and reused) one by one: {name: arrays}.
 
-        `fn(missing)` computes the stages of `names` that are not stored with the current
-        settings, in one go, → {name: arrays}; each is saved as it would be by `__call__`
-        (`extras[i]` is the `extra` of names[i]), its time the joint time split evenly. So a
-        rerun that adds stages (say, more seeds) computes only the new ones; an interrupted
-        `fn` loses all of its batch.
+        `fn(part)` computes the stages of `part` → {name: arrays}; the `executor`
+        (`pgx_jax.executor`; default in-process: one call with every stage not stored with
+        the current settings) decides the parts and where they run. Each stage is saved as its
+        part arrives, as `__call__` would save it (`extras[i]` is the `extra` of names[i]), its
+        time the wall time since the previous part arrived split evenly over the part (so the
+        times add up to the batch's wall time). So a rerun that adds stages (say, more seeds)
+        computes only the new ones, and an interrupted batch keeps the parts that finished.
+        `progress(done, total)` is called with (0, number of stages to compute) before the
+        first part and with the number saved so far after each.
         """
         extras = [None] * len(names) if extras is None else extras
         if len(extras) != len(names) or len(set(names)) != len(names):
@@ -133,22 +139,39 @@ class StageRunner:
         settings, out = {}, {}
         for name, extra in zip(names, extras):
             settings[name] = self.settings[name] = self.settings_of(uses, inputs, extra)
-            stored = self._reusable(name, settings[name], inputs)
+            stored = self._reusable(name, settings[name], inputs, quiet=True)
             if stored is not None:
                 out[name] = stored
+        if out:
+            self.log(f"[{_several(list(out))}] loaded from {self.run_dir / 'stages'} "
+                     "(finished earlier)")
         missing = [name for name in names if name not in out]
         if missing:
-            self.log(f"[{missing[0]} and {len(missing) - 1} more] running together ..."
-                     if len(missing) > 1 else f"[{missing[0]}] running ...")
-            start = time.perf_counter()
-            computed = {name: {k: np.asarray(v) for k, v in computed.items()}
-                        for name, computed in fn(missing).items()}
-            seconds = (time.perf_counter() - start) / len(missing)
-            for name in missing:
-                out[name] = self._save(name, settings[name], computed[name], seconds)
+            self.log(f"[{_several(missing)}] running ...")
+            done, start = 0, time.perf_counter()
+            if progress is not None:
+                progress(0, len(missing))
+            for part in (executor or InProcess()).run(fn, missing):
+                part = {name: {k: np.asarray(v) for k, v in arrays.items()}
+                        for name, arrays in part.items()}
+                unexpected = set(part) - set(missing)
+                if unexpected:  # a bug in fn, not the user's
+                    raise RuntimeError(f"batch: results for stages not asked for: {sorted(unexpected)}")
+                seconds = (time.perf_counter() - start) / max(len(part), 1)
+                start = time.perf_counter()
+                for name, arrays in part.items():
+                    out[name] = self._save(name, settings[name], arrays, seconds, quiet=True)
+                if part:
+                    self.log(f"[{_several(list(part))}] done in {seconds * len(part):.2f} s")
+                done += len(part)
+                if progress is not None:
+                    progress(done, len(missing))
+            lost = [name for name in missing if name not in out]
+            if lost:  # a bug in fn, not the user's
+                raise RuntimeError(f"batch: no result for {lost}")
         return out
 
-    def _reusable(self, name: str, settings: dict, inputs) -> dict | None:
+    def _reusable(self, name: str, settings: dict, inputs, quiet: bool = False) -> dict | None:
         """The stored arrays of stage `name` if they were made with `settings` (and no restart
         asks for it again); None when it must be computed. Other settings: `StaleStageError`,
         or None with `force`."""
@@ -165,7 +188,8 @@ class StageRunner:
         if stored_settings == settings:
             self.resumed.append(name)
             self.timings[name] = float(out.pop("_seconds"))
-            self.log(f"[{name}] loaded from {path} (finished earlier)")
+            if not quiet:
+                self.log(f"[{name}] loaded from {path} (finished earlier)")
             return out
         changes = describe_changes(stored_settings, settings, self.config)
         if not self.force:
@@ -177,14 +201,16 @@ class StageRunner:
         self.log(f"[{name}] settings changed ({changes}); recomputing (--force)")
         return None
 
-    def _save(self, name: str, settings: dict, out: dict, seconds: float) -> dict:
+    def _save(self, name: str, settings: dict, out: dict, seconds: float,
+              quiet: bool = False) -> dict:
         """Writes the arrays `out` (NumPy: computed) of stage `name` with its settings."""
         buffer = io.BytesIO()
         np.savez(buffer, _seconds=seconds, _settings=np.array(json.dumps(settings, sort_keys=True)),
                  **out)
         atomic_write_bytes(self.run_dir / "stages" / f"{name}.npz", buffer.getvalue())
         self.timings[name] = seconds
-        self.log(f"[{name}] done in {seconds:.2f} s")
+        if not quiet:
+            self.log(f"[{name}] done in {seconds:.2f} s")
         return out
 
     def _load(self, path: Path):
@@ -213,6 +239,11 @@ class StageRunner:
         return "\n".join(lines)
 
 
+def _several(names: list[str]) -> str:
+    """'a' or 'a and 3 more': stages in one log line."""
+    return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
+
+
 def describe_changes(old: dict, new: dict, config=None, limit: int = 80) -> str:
     """'--k: 3 → 2, --dim: 400 → 16': the settings that differ between two stage records (config
     fields by their flag, other settings by name)."""
@@ -236,12 +267,13 @@ class UpdateBar:
     it shows count only this session's updates.
     """
 
-    def __init__(self, total: int, description: str, steps_per_update: int, initial: int = 0):
+    def __init__(self, total: int, description: str, steps_per_update: int, initial: int = 0,
+                 unit: str = "upd"):
         from tqdm.auto import tqdm
 
         # smoothing=0: the rate (and ETA) is the average since the start; under vmap the callback
         # fires in bursts (once per run and update), which fools tqdm's moving average.
-        self.bar = tqdm(total=total, initial=initial, desc=description, unit="upd",
+        self.bar = tqdm(total=total, initial=initial, desc=description, unit=unit,
                         dynamic_ncols=True, mininterval=2.0, smoothing=0)
         self.steps_per_update = steps_per_update
         self.initial = initial

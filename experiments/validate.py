@@ -90,9 +90,13 @@ from experiments._runner import (
     atomic_write_bytes,
     atomic_write_json,
     run_cli,
+    tree_from_arrays,
+    tree_to_arrays,
 )
+from pgx_jax.executor import EXECUTORS, InProcess, make_executor
 from pgx_jax.features import labels_and_weights
-from pgx_jax.rl.ground_truth import fine_tune_subsets
+from pgx_jax.rl.ground_truth import (RunsResult, assemble, fine_tune_keys, fine_tune_runs,
+                                     fine_tune_subsets, start_returns, subset_members)
 from pgx_jax.rl.ppo import PPOConfig
 from pgx_jax.subsets import min_num_subsets
 from pgx_jax.surrogate import subset_scores
@@ -128,6 +132,12 @@ class Config(cartpole.Config):
     hessian_products: int = 30  # Hessian-vector products per trace estimate
     bootstrap: int = 50  # resamples of the truth's self-agreement interval
     null_draws: int = 1000  # random partitions for the chance level of each agreement figure
+    # where the ground truth's fine-tuning runs go (pgx_jax.executor): "inprocess" (one
+    # vmapped call) or "ray" (--ray-chunk runs per Ray task; --ray-address joins a cluster,
+    # without one a local Ray on this machine's cores)
+    executor: str = "inprocess"
+    ray_address: str = ""
+    ray_chunk: int = 4
     out: str = "results/validate"
 
     # Presets replace the defaults (after the family's); flags still win. "quick" checks that the
@@ -141,7 +151,8 @@ class Config(cartpole.Config):
                   "hessian_checkpoints": 2, "hessian_products": 6, "bootstrap": 5,
                   "null_draws": 200},
     }
-    RUN_CONTROL = cartpole.Config.RUN_CONTROL + ("preset",)  # its values are the settings
+    # preset: its values are the settings; the executor changes where runs go, not their results
+    RUN_CONTROL = cartpole.Config.RUN_CONTROL + ("preset", "executor", "ray_address", "ray_chunk")
     STAGE_NAMES = cartpole.Config.STAGE_NAMES + (
         "ground_truth", "truth_cluster", "agreement", "choices", "treatments", "table1", "ablations",
         "generalization", "cost")
@@ -150,6 +161,11 @@ class Config(cartpole.Config):
         require(self.preset in self.PRESET_DEFAULTS, f"--preset must be one of "
                                                      f"{', '.join(self.PRESET_DEFAULTS)}, got {self.preset!r}")
         super().check()
+        require(self.executor in EXECUTORS, f"--executor must be one of {', '.join(EXECUTORS)}, "
+                f"got {self.executor!r}")
+        require(not self.ray_address or self.executor == "ray",
+                "--ray-address needs --executor ray")
+        require_ints(self, 1, "ray_chunk")
         require_ints(self, 0, "bootstrap")
         require_ints(self, 1, "null_draws")
         n = self.num_tasks
@@ -184,9 +200,11 @@ class Config(cartpole.Config):
 
 # What each stage after the estimator's depends on (see cartpole.PIPELINE_STAGES).
 STAGES = {
-    "ground_truth": {"uses": ("finetune_steps", "finetune_lr", "finetune_envs", "truth_seeds",
-                              "eval_envs", "collect_steps", "holdout"),
-                     "inputs": ("train", "subsets")},
+    # one stored stage per fine-tuning run ("ground_truth.s<j>.seed<k>"), then their assembly
+    "ground_truth.run": {"uses": ("finetune_steps", "finetune_lr", "finetune_envs", "truth_seeds",
+                                  "eval_envs"),
+                         "inputs": ("train", "subsets")},
+    "ground_truth": {"uses": ("collect_steps", "holdout")},
     "truth_cluster": {"uses": ("k", "task_effects"), "inputs": ("ground_truth",)},
     "agreement": {"uses": ("bootstrap", "null_draws"), "inputs": ("cluster", "truth_cluster")},
     "choices": {"uses": (), "inputs": ("cluster", "ground_truth")},
@@ -617,6 +635,99 @@ def generalization_lines(result: dict) -> list[str]:
                     "|Â| fitted), an offset of the split; its change along training is what training did.", ""]
 
 
+class TruthRuns:
+    """The ground truth's m·K fine-tuning runs as an executor's batch: `runs(names)` trains the
+    named runs in one vmapped call → {name: arrays}. Picklable: it holds arrays and frozen
+    settings. In-process (`show_progress`) a call shows a bar of its runs' updates; a Ray
+    worker gets no bar (the driver counts the stored runs)."""
+
+    def __init__(self, config: Config, family, star, members, train_keys, eval_key,
+                 show_progress: bool = True):
+        self.config, self.family, self.star = config, family, star
+        self.show_progress = show_progress
+        seeds = config.truth_seeds
+        self.names = [f"ground_truth.s{j}.seed{k}" for j in range(len(members))
+                      for k in range(seeds)]  # subset-major, as fine_tune_keys numbers the runs
+        self.row = {name: i for i, name in enumerate(self.names)}
+        self.run_members = np.repeat(members, seeds, axis=0)
+        self.key_data = np.asarray(jax.random.key_data(train_keys))
+        self.eval_key_data = np.asarray(jax.random.key_data(eval_key))
+
+    def __getstate__(self):  # what a Ray worker gets
+        return {**self.__dict__, "show_progress": False}
+
+    def __call__(self, names: list[str]) -> dict:
+        rows = np.asarray([self.row[name] for name in names])
+        finetune = self.config.finetune()
+        # Under vmap the progress callback fires once per run and update.
+        bar = (UpdateBar(len(names) * finetune.num_updates,
+                         f"ground truth: {len(names)} fine-tuning runs",
+                         self.config.subset_size * finetune.num_envs * finetune.num_steps)
+               if self.show_progress else None)
+        runs = fine_tune_runs(
+            finetune, self.family, self.star, self.run_members[rows],
+            jax.random.wrap_key_data(self.key_data[rows]),
+            jax.random.wrap_key_data(self.eval_key_data), eval_envs=self.config.eval_envs,
+            progress=bar)
+        jax.block_until_ready(runs)
+        if bar is not None:
+            bar.close()
+        return {name: {"returns": runs.returns[i], "relative_distance": runs.relative_distance[i],
+                       **tree_to_arrays(jax.tree_util.tree_map(lambda x: x[i],
+                                                               runs.params["actor"]), "actor")}
+                for i, name in enumerate(names)}
+
+
+def ground_truth_stages(config: Config, family, agent, star, subsets, batch, executor):
+    """The ground truth through `executor`: (its runs as a batch, the batch's progress callback,
+    the function that assembles the stored runs into the ground_truth stage's arrays)."""
+    members = subset_members(subsets)
+    seeds = config.truth_seeds
+    train_keys, eval_key = fine_tune_keys(jax.random.key(config.seed + 1), len(members), seeds)
+    in_process = isinstance(executor, InProcess)
+    runs = TruthRuns(config, family, star, members, train_keys, eval_key,
+                     show_progress=in_process)
+    finetune = config.finetune()
+    run_steps = config.subset_size * finetune.num_envs * finetune.num_steps * finetune.num_updates
+    bar = []
+
+    def stored(done: int, total: int) -> None:  # StageRunner.batch: runs stored so far
+        if in_process:
+            return
+        if not bar:
+            bar.append(UpdateBar(total, f"ground truth: {total} fine-tuning runs on "
+                                        f"{executor.name}", run_steps, unit="run"))
+        while bar[0].bar.n < done:
+            bar[0](0, float("nan"), float("nan"))  # a run stored; no return to show
+        if done == total:
+            bar[0].close()
+
+    def assemble_truth(stored: dict) -> dict:
+        names = runs.names
+        actor = tree_from_arrays(
+            {key: np.stack([stored[name][key] for name in names]) for key in stored[names[0]]
+             if key.startswith("actor.")}, "actor", star["actor"])
+        run_results = RunsResult(
+            returns=np.stack([stored[name]["returns"] for name in names]),
+            relative_distance=np.stack([stored[name]["relative_distance"] for name in names]),
+            params={"actor": actor})
+        start = start_returns(config.finetune(), family, star, eval_key,
+                              eval_envs=config.eval_envs)[members]
+        result = assemble(members, run_results, np.asarray(start), seeds)
+        # Per seed: f(S) as each truth defines it, [m, K].
+        per_seed_return = np.asarray(result.returns).mean(-1)
+        return {
+            "return": per_seed_return,
+            "gain": per_seed_return - np.asarray(result.start_returns).mean(-1, keepdims=True),
+            "surrogate_loss": surrogate_loss_gain(agent, batch(), config.holdout,
+                                                  family.num_tasks, star, result.params, members),
+            "returns": result.returns, "start_returns": result.start_returns,
+            "relative_distance": result.relative_distance,
+        }
+
+    return runs, stored, assemble_truth
+
+
 def run(family=None, config: Config | None = None, run_dir=None, *, planted=None) -> dict:
     """Validates the estimate against full training on `family`; returns the metrics.json dict.
 
@@ -638,6 +749,10 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
         family, planted = config.make_family(), config.spec.planted if planted is None else planted
     if planted is not None and len(planted) != family.num_tasks:
         raise SettingError(f"planted has {len(planted)} labels for {family.num_tasks} tasks")
+    try:  # before any work: a missing Ray or an unreachable cluster is the user's to fix
+        executor = make_executor(config.executor, config.ray_address, config.ray_chunk)
+    except (ImportError, ConnectionError) as error:
+        raise SettingError(str(error)) from None
     run_dir = Path(tempfile.mkdtemp(prefix="pgx-validate-")) if run_dir is None else Path(run_dir)
     stage = start_run(run_dir, config)
     out = cartpole.pipeline(config, stage, run_dir, family=family)
@@ -649,27 +764,14 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
     batch = functools.cache(lambda: cartpole.collect_at(
         config, agent, star, family, out["collect_key"], config.collect_steps))
 
-    def ground_truth():
-        runs = len(subsets) * config.truth_seeds
-        # Under vmap the progress callback fires once per run and update.
-        bar = UpdateBar(finetune.num_updates * runs, f"ground truth: {runs} fine-tuning runs",
-                        config.subset_size * finetune.num_envs * finetune.num_steps)
-        result = fine_tune_subsets(finetune, family, star, subsets, jax.random.key(config.seed + 1),
-                                   seeds=config.truth_seeds, eval_envs=config.eval_envs, progress=bar)
-        jax.block_until_ready(result.mean_return)
-        bar.close()
-        # Per seed: f(S) as each truth defines it, [m, K].
-        per_seed_return = np.asarray(result.returns).mean(-1)
-        return {
-            "return": per_seed_return,
-            "gain": per_seed_return - np.asarray(result.start_returns).mean(-1, keepdims=True),
-            "surrogate_loss": surrogate_loss_gain(agent, batch(), config.holdout, family.num_tasks,
-                                                  star, result.params, np.asarray(result.members)),
-            "returns": result.returns, "start_returns": result.start_returns,
-            "relative_distance": result.relative_distance,
-        }
-
-    truth = stage("ground_truth", ground_truth, **STAGES["ground_truth"])
+    truth_runs, stored, assemble_truth = ground_truth_stages(config, family, agent, star,
+                                                             subsets, batch, executor)
+    runs = stage.batch(truth_runs.names, truth_runs, progress=stored, executor=executor,
+                       **STAGES["ground_truth.run"])
+    truth = stage("ground_truth", lambda: assemble_truth(runs), inputs=tuple(truth_runs.names),
+                  **STAGES["ground_truth"])
+    # The ground truth's time is its runs' and their assembly's.
+    stage.timings["ground_truth"] += sum(stage.timings.pop(name) for name in truth_runs.names)
     half = config.truth_seeds // 2
 
     def truth_cluster():

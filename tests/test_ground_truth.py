@@ -139,7 +139,7 @@ def test_tiny_validation_run_writes_the_report(tmp_path, capsys):
     assert again["vs_truth"]["gain"]["nmi"] == metrics["vs_truth"]["gain"]["nmi"]
     # A changed fine-tuning setting stops at the ground truth; a changed estimator setting, with
     # --force, recomputes the estimate and what reads it, never the ground truth.
-    with pytest.raises(StaleStageError, match="stage 'ground_truth' .*--finetune-lr: 0.0001 → 0.001"):
+    with pytest.raises(StaleStageError, match="stage 'ground_truth.s0.seed0' .*--finetune-lr: 0.0001 → 0.001"):
         validate.main(argv + ["--finetune-lr", "1e-3"])
     capsys.readouterr()
     validate.main(argv + ["--l2", "0.1", "--force"])

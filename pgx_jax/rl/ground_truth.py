@@ -3,7 +3,9 @@
 The estimate f̂(S) predicts how well θ* would do after fine-tuning on the tasks of S. The truth
 it approximates is obtained here by doing that fine-tuning: PPO from θ* on the tasks of S for a
 fixed budget, then the mean return over the tasks of S. All m × K runs (K seeds per subset) of
-one subset size are `vmap`ped into one jitted call (they differ only in their task ids and keys).
+one subset size are `vmap`ped into one jitted call (they differ only in their task ids and keys);
+`fine_tune_runs` trains any part of them with the keys they get together, so an executor can
+spread the runs over processes or machines (`pgx_jax.executor`).
 
 The truth is noisy, and the noise is the ceiling of any estimate's agreement with it: fine-tuning
 PPO from the same θ* on the same tasks with two seeds can differ by more than two subsets do.
@@ -76,6 +78,74 @@ def task_returns(agent, params, family: TaskFamily, ids, key, eval_envs, max_ste
     return jax.vmap(one_task)(ids)
 
 
+@struct.dataclass
+class RunsResult:
+    """B fine-tuning runs of θ*, each on its own tasks.
+
+    Attributes:
+      returns: f32[B, α] return of each of the run's tasks after fine-tuning.
+      relative_distance: f32[B] ‖θ_run − θ*‖ / ‖θ*‖ of the actor parameters.
+      params: the fine-tuned agent params, every leaf [B, ...].
+    """
+
+    returns: jax.Array
+    relative_distance: jax.Array
+    params: object
+
+
+def fine_tune_keys(key: jax.Array, num_subsets: int, seeds: int) -> tuple[jax.Array, jax.Array]:
+    """(train keys key[m·K], evaluation key) of `fine_tune_subsets(..., key, seeds=K)`.
+
+    Runs are subset-major: run j·K + s is seed s of subset j. A run's key depends only on `key`,
+    m, K and its index, so any subset of the runs can be trained apart (`fine_tune_runs`) with
+    the keys they would get together.
+    """
+    key_train, key_eval = jax.random.split(key)
+    return jax.random.split(key_train, num_subsets * seeds), key_eval
+
+
+def fine_tune_runs(config: PPOConfig, family: TaskFamily, params, members, train_keys,
+                   eval_key: jax.Array, *, eval_envs: int = 16, max_steps: int = 500,
+                   greedy: bool = True, progress=None) -> RunsResult:
+    """Fine-tunes `params` (θ*) with PPO once per row of `members`, vmapped, and evaluates each.
+
+    Args:
+      members: int32[B, α] the task ids of each run (`subset_members`).
+      train_keys: key[B], one per run (`fine_tune_keys`).
+      eval_key: the evaluation key: every run is evaluated on task t from the same episodes.
+      The rest as in `fine_tune_subsets`.
+    """
+    members = jnp.asarray(members, jnp.int32)
+    if members.ndim != 2 or train_keys.shape != members.shape[:1]:
+        raise ValueError(f"members must be int[B, α] with one train key per row; got members "
+                         f"{members.shape}, keys {train_keys.shape}")
+    if family.episode_limit is not None:
+        max_steps = min(max_steps, family.episode_limit)
+    agent = make_agent(family, config)
+    run = make_finetune(config, family, progress)
+
+    @jax.jit
+    def runs(params, members, train_keys, eval_key) -> RunsResult:
+        run_params = jax.vmap(run, in_axes=(0, 0, None))(train_keys, members, params).params
+        returns = jax.vmap(lambda p, ids: task_returns(agent, p, family, ids, eval_key, eval_envs,
+                                                       max_steps, greedy))(run_params, members)
+        flat_start = ravel_pytree(params["actor"])[0]
+        moved = jax.vmap(lambda p: ravel_pytree(p["actor"])[0])(run_params)
+        distance = jnp.linalg.norm(moved - flat_start, axis=-1) / jnp.linalg.norm(flat_start)
+        return RunsResult(returns=returns, relative_distance=distance, params=run_params)
+
+    return runs(params, members, train_keys, eval_key)
+
+
+def start_returns(config: PPOConfig, family: TaskFamily, params, eval_key: jax.Array, *,
+                  eval_envs: int = 16, max_steps: int = 500, greedy: bool = True) -> jax.Array:
+    """f32[n]: the return of θ* on every task, from the evaluation episodes of the runs."""
+    if family.episode_limit is not None:
+        max_steps = min(max_steps, family.episode_limit)
+    return task_returns(make_agent(family, config), params, family, jnp.arange(family.num_tasks),
+                        eval_key, eval_envs, max_steps, greedy)
+
+
 def fine_tune_subsets(config: PPOConfig, family: TaskFamily, params, subsets, key: jax.Array, *,
                       seeds: int = 1, eval_envs: int = 16, max_steps: int = 500,
                       greedy: bool = True, progress=None) -> FineTuneResult:
@@ -86,7 +156,7 @@ def fine_tune_subsets(config: PPOConfig, family: TaskFamily, params, subsets, ke
       family: the task family.
       params: θ*, agent params as returned by `make_train`.
       subsets: bool[m, n], every subset of the same size α.
-      key: PRNG key (one independent training stream per subset and seed).
+      key: PRNG key (one independent training stream per subset and seed, `fine_tune_keys`).
       seeds: K independent fine-tuning runs per subset; f(S) averages them.
       eval_envs, max_steps: evaluation episodes per task, and their step cap (lowered to the
         family's `episode_limit`: only each env's first episode counts, so steps past the limit
@@ -97,40 +167,25 @@ def fine_tune_subsets(config: PPOConfig, family: TaskFamily, params, subsets, ke
     """
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, got {seeds!r}")
-    members = jnp.asarray(subset_members(subsets))
-    if family.episode_limit is not None:
-        max_steps = min(max_steps, family.episode_limit)
-    agent = make_agent(family, config)
-    run = make_finetune(config, family, progress)
-    key_train, key_eval = jax.random.split(key)
-    return _fine_tune(agent, run, family, params, members, key_train, key_eval, seeds, eval_envs,
-                      max_steps, greedy)
-
-
-def _fine_tune(agent, run, family, params, members, key_train, key_eval, seeds, eval_envs,
-               max_steps, greedy):
+    members = subset_members(subsets)
     num_subsets = members.shape[0]
-    evaluate = partial(task_returns, agent, family=family, key=key_eval, eval_envs=eval_envs,
-                       max_steps=max_steps, greedy=greedy)
+    train_keys, eval_key = fine_tune_keys(key, num_subsets, seeds)
+    evaluation = dict(eval_envs=eval_envs, max_steps=max_steps, greedy=greedy)
+    runs = fine_tune_runs(config, family, params, np.repeat(members, seeds, axis=0), train_keys,
+                          eval_key, progress=progress, **evaluation)
+    start = start_returns(config, family, params, eval_key, **evaluation)[members]
+    return assemble(members, runs, start, seeds)
 
-    @jax.jit
-    def batched(params, members, key_train):
-        # Runs are subset-major: run j·K + s is seed s of subset j.
-        run_members = jnp.repeat(members, seeds, axis=0)
-        train_keys = jax.random.split(key_train, num_subsets * seeds)
-        run_params = jax.vmap(run, in_axes=(0, 0, None))(train_keys, run_members, params).params
-        returns = jax.vmap(lambda p, ids: evaluate(p, ids=ids))(run_params, run_members)
-        start = evaluate(params, ids=jnp.arange(family.num_tasks))[members]
-        flat_start = ravel_pytree(params["actor"])[0]
-        moved = jax.vmap(lambda p: ravel_pytree(p["actor"])[0])(run_params)
-        distance = jnp.linalg.norm(moved - flat_start, axis=-1) / jnp.linalg.norm(flat_start)
-        per_subset = partial(jax.tree_util.tree_map,
-                             lambda x: x.reshape((num_subsets, seeds) + x.shape[1:]))
-        returns = per_subset(returns)
-        mean_return = returns.mean(axis=(1, 2))
-        return FineTuneResult(members=members, returns=returns, start_returns=start,
-                              mean_return=mean_return, gain=mean_return - start.mean(-1),
-                              relative_distance=per_subset(distance),
-                              params=per_subset(run_params))
 
-    return batched(params, members, key_train)
+def assemble(members, runs: RunsResult, start, seeds: int) -> FineTuneResult:
+    """The `FineTuneResult` of m subsets × K seeds from their m·K runs (subset-major) and the
+    start returns f32[m, α]."""
+    per_subset = partial(jax.tree_util.tree_map,
+                         lambda x: x.reshape((len(members), seeds) + x.shape[1:]))
+    returns = per_subset(runs.returns)
+    mean_return = returns.mean(axis=(1, 2))
+    return FineTuneResult(members=jnp.asarray(members), returns=returns, start_returns=start,
+                          mean_return=mean_return, gain=mean_return - start.mean(-1),
+                          relative_distance=per_subset(runs.relative_distance),
+                          params=per_subset(runs.params))
+
