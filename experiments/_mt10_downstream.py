@@ -157,8 +157,10 @@ def train_learners(config, family, network: str, specs: list) -> list[dict]:
             for index in range(len(specs))]
 
 
-def run(config, stage, clusters: dict, family) -> tuple[list[str], dict]:
-    """Trains every grouping and baseline; returns (report lines, metrics)."""
+def run(config, stage, clusters: dict, executor, family) -> tuple[list[str], dict]:
+    """Trains every grouping and baseline through `executor` (`pgx_jax.executor`: in-process,
+    every learner of a network together; on Ray, --ray-chunk learners per task, each task
+    stepping its own envs); returns (report lines, metrics)."""
     n = family.num_tasks
     by_k = groupings(stage, clusters, config, n)
     trained, times = {}, []  # (network, group, seed) → success f32[n]
@@ -166,22 +168,23 @@ def run(config, stage, clusters: dict, family) -> tuple[list[str], dict]:
         names = [stage_name(network, group, seed, n) for group, seed in specs]
         by_name = dict(zip(names, specs))
 
-        def train(missing, network=network, by_name=by_name):
-            return dict(zip(missing, train_learners(config, family, network,
-                                                    [by_name[name] for name in missing])))
+        def train(part, network=network, by_name=by_name):  # a closure: pickled by value
+            return dict(zip(part, train_learners(config, family, network,
+                                                 [by_name[name] for name in part])))
 
         before = len(stage.resumed)
         out = stage.batch(names, train, uses=SAC_USES, extras=[
             {"network": network, "group": list(group), "sac_seed": seed}
-            for group, seed in specs])
+            for group, seed in specs], executor=executor)
         for name, spec in by_name.items():
             trained[(network, *spec)] = out[name]["success"]
         fresh = [name for name in names if name not in stage.resumed[before:]]
         times.append(
             f"{network}: {len(specs)} learners, all stored earlier" if not fresh else
-            f"{network}: {len(fresh)} of {len(specs)} learners trained together, "
+            f"{network}: {len(fresh)} of {len(specs)} learners trained, "
+            f"{int(out[fresh[0]]['learners_together'])} together (the first batch: "
             f"{float(out[fresh[0]]['env_seconds']):.0f} s stepping the envs, "
-            f"{float(out[fresh[0]]['wait_seconds']):.0f} s waiting for the updates beyond that")
+            f"{float(out[fresh[0]]['wait_seconds']):.0f} s waiting for the updates beyond that)")
     success = {}  # (name, k) → f32[seeds, n]
     for seed in range(config.sac_seeds):
         for k, methods in by_k.items():

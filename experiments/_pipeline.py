@@ -21,6 +21,7 @@ from experiments._runner import (
     flag,
     use_compile_cache,
 )
+from pgx_jax.executor import EXECUTORS, make_executor
 from pgx_jax.subsets import min_num_subsets
 from pgx_jax.surrogate import subset_scores
 
@@ -139,6 +140,35 @@ def as_setting_error(*names: str):
         yield
     except ValueError as error:
         raise SettingError(f"{', '.join(flag(n) for n in names)}: {error}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+    """Where an experiment's independent trainings go (`pgx_jax.executor`): "inprocess" (one
+    vmapped call) or "ray" (--ray-chunk trainings per Ray task; --ray-address joins a running
+    cluster, without one a local Ray on this machine's cores). Run control: the executor changes
+    where trainings run, not their results."""
+
+    executor: str = "inprocess"
+    ray_address: str = ""
+    ray_chunk: int = 4
+
+    RUN_CONTROL = ("executor", "ray_address", "ray_chunk")
+
+    def check_executor(self) -> None:
+        require(self.executor in EXECUTORS, f"--executor must be one of {', '.join(EXECUTORS)}, "
+                f"got {self.executor!r}")
+        require(not self.ray_address or self.executor == "ray",
+                "--ray-address needs --executor ray")
+        require_ints(self, 1, "ray_chunk")
+
+    def make_executor(self):
+        """The executor; a missing Ray or an unreachable cluster is a `SettingError` (before any
+        work: call this first)."""
+        try:
+            return make_executor(self.executor, self.ray_address, self.ray_chunk)
+        except (ImportError, ConnectionError) as error:
+            raise SettingError(str(error)) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,7 @@ from experiments._pipeline import (
     ESTIMATION_STAGES,
     METHODS,
     EstimationConfig,
+    ExecutorConfig,
     as_setting_error,
     estimate_and_group,
     finish_run,
@@ -82,7 +83,7 @@ from pgx_jax.rl.host import (
 from pgx_jax.rl.ppo import PPOConfig, make_agent
 
 @dataclasses.dataclass(frozen=True)
-class Config(EstimationConfig):
+class Config(EstimationConfig, ExecutorConfig):  # ExecutorConfig: the downstream learners
     # "quick" (the defaults below), "medium" or "paper" (PRESET_DEFAULTS); on the command line a
     # preset replaces the defaults and flags still win; in Python pass the settings themselves
     preset: str = "quick"
@@ -141,7 +142,8 @@ class Config(EstimationConfig):
 
     # Flags that steer the run without changing a stage's result (sync and async step the same
     # episodes; checkpoints only save progress); and the stages --restart-from accepts.
-    RUN_CONTROL = EstimationConfig.RUN_CONTROL + ("vector_strategy", "checkpoint_every")
+    RUN_CONTROL = (EstimationConfig.RUN_CONTROL + ExecutorConfig.RUN_CONTROL
+                   + ("vector_strategy", "checkpoint_every"))
     STAGE_NAMES = ("train", "evaluate", "features", "subsets", "estimate", "cluster", "groups",
                    "sac")
 
@@ -163,6 +165,7 @@ class Config(EstimationConfig):
         except ValueError as error:
             raise SettingError(f"--tasks: {error}") from None
         super().check()
+        self.check_executor()
         require_ints(self, 1, "num_steps", "update_epochs", "num_minibatches",
                      "eval_episodes", "collect_steps", "checkpoint_every")
         require(self.collect_steps % self.envs_per_task == 0,
@@ -335,6 +338,7 @@ def train_stage(config: Config, agent, family: MetaWorldFamily, run_dir: Path, k
 
 def main(argv=None) -> dict:
     config = parse_config(Config, argv, __doc__.split("\n")[0])
+    executor = config.make_executor() if config.downstream else None  # before any work
     run_dir = Path(config.out) / config.run
     ppo, family = config.ppo(), config.family()
     names = list(family.names)
@@ -444,8 +448,8 @@ def main(argv=None) -> dict:
         "stage_seconds": stage.timings,
     }
     if config.downstream:
-        downstream_lines, metrics["downstream"] = _mt10_downstream.run(config, stage, clusters,
-                                                                       family)
+        downstream_lines, metrics["downstream"] = _mt10_downstream.run(
+            config, stage, clusters, executor, family)
         lines += downstream_lines + [""]
     lines += ["## Stage timings (s)", "", stage.timing_table(), ""]
     atomic_write_json(run_dir / "metrics.json", metrics)

@@ -73,6 +73,7 @@ from experiments._truth import (
 )
 from experiments._pipeline import (
     METHODS,
+    ExecutorConfig,
     affinity_of,
     cost_flops,
     finish_run,
@@ -93,7 +94,7 @@ from experiments._runner import (
     tree_from_arrays,
     tree_to_arrays,
 )
-from pgx_jax.executor import EXECUTORS, InProcess, make_executor
+from pgx_jax.executor import InProcess
 from pgx_jax.features import labels_and_weights
 from pgx_jax.rl.ground_truth import (RunsResult, assemble, fine_tune_keys, fine_tune_runs,
                                      fine_tune_subsets, start_returns, subset_members)
@@ -110,7 +111,7 @@ TRUTHS = ("gain", "return", "surrogate_loss")  # the first is the primary truth
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(cartpole.Config):
+class Config(cartpole.Config, ExecutorConfig):  # ExecutorConfig: the ground truth's runs
     # "quick": a few-minute run (PRESET_DEFAULTS); on the command line it replaces the defaults,
     # in Python pass the settings themselves
     preset: str = "default"
@@ -132,12 +133,6 @@ class Config(cartpole.Config):
     hessian_products: int = 30  # Hessian-vector products per trace estimate
     bootstrap: int = 50  # resamples of the truth's self-agreement interval
     null_draws: int = 1000  # random partitions for the chance level of each agreement figure
-    # where the ground truth's fine-tuning runs go (pgx_jax.executor): "inprocess" (one
-    # vmapped call) or "ray" (--ray-chunk runs per Ray task; --ray-address joins a cluster,
-    # without one a local Ray on this machine's cores)
-    executor: str = "inprocess"
-    ray_address: str = ""
-    ray_chunk: int = 4
     out: str = "results/validate"
 
     # Presets replace the defaults (after the family's); flags still win. "quick" checks that the
@@ -152,7 +147,7 @@ class Config(cartpole.Config):
                   "null_draws": 200},
     }
     # preset: its values are the settings; the executor changes where runs go, not their results
-    RUN_CONTROL = cartpole.Config.RUN_CONTROL + ("preset", "executor", "ray_address", "ray_chunk")
+    RUN_CONTROL = cartpole.Config.RUN_CONTROL + ("preset",) + ExecutorConfig.RUN_CONTROL
     STAGE_NAMES = cartpole.Config.STAGE_NAMES + (
         "ground_truth", "truth_cluster", "agreement", "choices", "treatments", "table1", "ablations",
         "generalization", "cost")
@@ -161,11 +156,7 @@ class Config(cartpole.Config):
         require(self.preset in self.PRESET_DEFAULTS, f"--preset must be one of "
                                                      f"{', '.join(self.PRESET_DEFAULTS)}, got {self.preset!r}")
         super().check()
-        require(self.executor in EXECUTORS, f"--executor must be one of {', '.join(EXECUTORS)}, "
-                f"got {self.executor!r}")
-        require(not self.ray_address or self.executor == "ray",
-                "--ray-address needs --executor ray")
-        require_ints(self, 1, "ray_chunk")
+        self.check_executor()
         require_ints(self, 0, "bootstrap")
         require_ints(self, 1, "null_draws")
         n = self.num_tasks
@@ -749,10 +740,7 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
         family, planted = config.make_family(), config.spec.planted if planted is None else planted
     if planted is not None and len(planted) != family.num_tasks:
         raise SettingError(f"planted has {len(planted)} labels for {family.num_tasks} tasks")
-    try:  # before any work: a missing Ray or an unreachable cluster is the user's to fix
-        executor = make_executor(config.executor, config.ray_address, config.ray_chunk)
-    except (ImportError, ConnectionError) as error:
-        raise SettingError(str(error)) from None
+    executor = config.make_executor()  # before any work
     run_dir = Path(tempfile.mkdtemp(prefix="pgx-validate-")) if run_dir is None else Path(run_dir)
     stage = start_run(run_dir, config)
     out = cartpole.pipeline(config, stage, run_dir, family=family)

@@ -101,16 +101,26 @@ class RayExecutor:
 
     def run(self, fn: Callable[[list], dict], names: list) -> Iterator[dict]:
         """Yields fn(part) for parts of `chunk` names, in the order they finish."""
+        import jax
+
         remote = self.ray.remote(max_retries=self.max_retries)(_call)
         shared = self.ray.put(fn)  # shipped once, not once per part
-        pending = [remote.remote(shared, part) for part in parts(names, self.chunk)]
+        cache = jax.config.jax_compilation_cache_dir  # the driver's, if it has one
+        pending = [remote.remote(shared, part, cache) for part in parts(names, self.chunk)]
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
             yield self.ray.get(done[0])
 
 
-def _call(fn: Callable[[list], dict], names: list) -> dict:
-    """A Ray task: fn(names) (Ray remotes functions, not callable objects or partials)."""
+def _call(fn: Callable[[list], dict], names: list, compile_cache: str | None) -> dict:
+    """A Ray task: fn(names) (Ray remotes functions, not callable objects or partials). With the
+    driver's persistent compilation cache directory the worker uses it too (on each node its
+    own copy of that path), so only a worker's first part of a shape compiles: every part
+    traces a new jit, and without a cache it compiles again (seconds for a PPO program)."""
+    import jax
+
+    if compile_cache and not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", compile_cache)
     return fn(names)
 
 

@@ -169,3 +169,19 @@ def test_a_killed_ray_worker_is_retried_and_every_result_arrives(local_ray, tmp_
         names, fn, executor=RayExecutor(chunk=1, max_retries=2))
     assert {name: int(out[name]["x"]) for name in names} == {"r1": 1, "r2": 4, "r3": 9}
     assert sorted(os.listdir(tmp_path / "run" / "stages")) == ["r1.npz", "r2.npz", "r3.npz"]
+
+
+def test_ray_workers_use_the_drivers_compile_cache(local_ray, tmp_path):
+    def cache_dir(names):  # nested: pickled by value for the workers
+        return {name: {"dir": np.array(str(jax.config.jax_compilation_cache_dir))}
+                for name in names}
+
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    try:
+        out = {}
+        for part in RayExecutor(chunk=1).run(cache_dir, ["a", "b"]):
+            out.update(part)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    assert {str(v["dir"]) for v in out.values()} == {str(tmp_path)}
