@@ -670,8 +670,8 @@ class TruthRuns:
 
 
 def ground_truth_stages(config: Config, family, agent, star, subsets, batch, executor):
-    """The ground truth through `executor`: (its runs as a batch, the batch's progress callback,
-    the function that assembles the stored runs into the ground_truth stage's arrays)."""
+    """The ground truth through `executor`: (its runs as a batch, the batch's progress callback or
+    None, the function that assembles the stored runs into the ground_truth stage's arrays)."""
     members = subset_members(subsets)
     seeds = config.truth_seeds
     train_keys, eval_key = fine_tune_keys(jax.random.key(config.seed + 1), len(members), seeds)
@@ -680,18 +680,17 @@ def ground_truth_stages(config: Config, family, agent, star, subsets, batch, exe
                      show_progress=in_process)
     finetune = config.finetune()
     run_steps = config.subset_size * finetune.num_envs * finetune.num_steps * finetune.num_updates
-    bar = []
+    bar = None
 
     def stored(done: int, total: int) -> None:  # StageRunner.batch: runs stored so far
-        if in_process:
-            return
-        if not bar:
-            bar.append(UpdateBar(total, f"ground truth: {total} fine-tuning runs on "
-                                        f"{executor.name}", run_steps, unit="run"))
-        while bar[0].bar.n < done:
-            bar[0](0, float("nan"), float("nan"))  # a run stored; no return to show
+        nonlocal bar
+        if bar is None:
+            bar = UpdateBar(total, f"ground truth: {total} fine-tuning runs on {executor.name}",
+                            run_steps, unit="run")
+        while bar.bar.n < done:
+            bar(0, float("nan"), float("nan"))  # a run stored; no return to show
         if done == total:
-            bar[0].close()
+            bar.close()
 
     def assemble_truth(stored: dict) -> dict:
         names = runs.names
@@ -702,7 +701,7 @@ def ground_truth_stages(config: Config, family, agent, star, subsets, batch, exe
             returns=np.stack([stored[name]["returns"] for name in names]),
             relative_distance=np.stack([stored[name]["relative_distance"] for name in names]),
             params={"actor": actor})
-        start = start_returns(config.finetune(), family, star, eval_key,
+        start = start_returns(finetune, family, star, eval_key,
                               eval_envs=config.eval_envs)[members]
         result = assemble(members, run_results, np.asarray(start), seeds)
         # Per seed: f(S) as each truth defines it, [m, K].
@@ -716,7 +715,8 @@ def ground_truth_stages(config: Config, family, agent, star, subsets, batch, exe
             "relative_distance": result.relative_distance,
         }
 
-    return runs, stored, assemble_truth
+    # In-process the runs show their own bar of updates.
+    return runs, None if in_process else stored, assemble_truth
 
 
 def run(family=None, config: Config | None = None, run_dir=None, *, planted=None) -> dict:

@@ -93,6 +93,12 @@ class RunsResult:
     params: object
 
 
+def _episode_cap(family: TaskFamily, max_steps: int) -> int:
+    """Evaluation steps per episode: at most the family's `episode_limit` (only each env's
+    first episode counts, so steps past the limit would be work for nothing)."""
+    return max_steps if family.episode_limit is None else min(max_steps, family.episode_limit)
+
+
 def fine_tune_keys(key: jax.Array, num_subsets: int, seeds: int) -> tuple[jax.Array, jax.Array]:
     """(train keys key[m·K], evaluation key) of `fine_tune_subsets(..., key, seeds=K)`.
 
@@ -119,8 +125,7 @@ def fine_tune_runs(config: PPOConfig, family: TaskFamily, params, members, train
     if members.ndim != 2 or train_keys.shape != members.shape[:1]:
         raise ValueError(f"members must be int[B, α] with one train key per row; got members "
                          f"{members.shape}, keys {train_keys.shape}")
-    if family.episode_limit is not None:
-        max_steps = min(max_steps, family.episode_limit)
+    max_steps = _episode_cap(family, max_steps)
     agent = make_agent(family, config)
     run = make_finetune(config, family, progress)
 
@@ -140,8 +145,7 @@ def fine_tune_runs(config: PPOConfig, family: TaskFamily, params, members, train
 def start_returns(config: PPOConfig, family: TaskFamily, params, eval_key: jax.Array, *,
                   eval_envs: int = 16, max_steps: int = 500, greedy: bool = True) -> jax.Array:
     """f32[n]: the return of θ* on every task, from the evaluation episodes of the runs."""
-    if family.episode_limit is not None:
-        max_steps = min(max_steps, family.episode_limit)
+    max_steps = _episode_cap(family, max_steps)
     return task_returns(make_agent(family, config), params, family, jnp.arange(family.num_tasks),
                         eval_key, eval_envs, max_steps, greedy)
 
