@@ -118,8 +118,12 @@ def _call(fn: Callable[[list], dict], names: list, compile_cache: str | None) ->
     own copy of that path), so only a worker's first part of a shape compiles: every part
     traces a new jit, and without a cache it compiles again (seconds for a PPO program)."""
     import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
-    if compile_cache and not jax.config.jax_compilation_cache_dir:
+    if compile_cache and jax.config.jax_compilation_cache_dir != compile_cache:
+        # A worker outlives a part: when the driver's directory changed since this worker's
+        # last part, JAX's cache (opened once per process) is reset so the new one is used.
+        compilation_cache.reset_cache()
         jax.config.update("jax_compilation_cache_dir", compile_cache)
     return fn(names)
 

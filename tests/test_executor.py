@@ -176,12 +176,16 @@ def test_ray_workers_use_the_drivers_compile_cache(local_ray, tmp_path):
         return {name: {"dir": np.array(str(jax.config.jax_compilation_cache_dir))}
                 for name in names}
 
-    before = jax.config.jax_compilation_cache_dir
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
-    try:
+    def worker_dirs(driver_dir):
+        jax.config.update("jax_compilation_cache_dir", str(driver_dir))
         out = {}
         for part in RayExecutor(chunk=1).run(cache_dir, ["a", "b"]):
             out.update(part)
+        return {str(v["dir"]) for v in out.values()}
+
+    before = jax.config.jax_compilation_cache_dir
+    try:  # the same (reused) workers follow the driver when its directory changes
+        first, second = worker_dirs(tmp_path / "first"), worker_dirs(tmp_path / "second")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
-    assert {str(v["dir"]) for v in out.values()} == {str(tmp_path)}
+    assert first == {str(tmp_path / "first")} and second == {str(tmp_path / "second")}
