@@ -336,29 +336,31 @@ def train_stage(config: Config, agent, family: MetaWorldFamily, run_dir: Path, k
             **tree_to_arrays(result.reward_scaler, "reward_scaler")}
 
 
-def main(argv=None) -> dict:
-    config = parse_config(Config, argv, __doc__.split("\n")[0])
-    executor = config.make_executor() if config.downstream else None  # before any work
-    run_dir = Path(config.out) / config.run
-    ppo, family = config.ppo(), config.family()
-    names = list(family.names)
-    agent = make_agent(family, ppo)
-    print(f"pgx_jax MT10 ({config.preset} preset) -> {run_dir}\n{family.num_tasks} tasks "
-          f"({', '.join(names)}); PPO: {ppo.num_updates} updates × "
-          f"{family.num_tasks * ppo.num_envs * ppo.num_steps} steps "
+def describe(config: Config, family: MetaWorldFamily, title: str) -> float:
+    """Prints what the run trains; returns this machine's env speed (random-action env-steps/s,
+    for the expected time)."""
+    ppo = config.ppo()
+    print(f"{title}\n{family.num_tasks} tasks ({', '.join(family.names)}); PPO: "
+          f"{ppo.num_updates} updates × {family.num_tasks * ppo.num_envs * ppo.num_steps} steps "
           f"(jax {jax.__version__} on {jax.devices()[0].platform})")
     with family.make_envs(stream=0) as envs:
-        speed = measure_env_speed(envs)
-    update_seconds = _mt10_downstream.update_seconds(config, family) if config.downstream else {}
-    expected = expected_minutes(config, speed, family.max_episode_steps, update_seconds)
+        return measure_env_speed(envs)
+
+
+def print_expected(expected: dict, speed: float, config: Config, extra: str = "") -> None:
+    """The expected time from scratch, per stage ({stage: minutes})."""
     print(f"expected time from scratch at this machine's env speed ({speed:,.0f} env-steps/s "
-          f"under random actions, {config.vector_strategy})"
-          + "".join(f", {network} SAC update {1e3 * t:.1f} ms" for network, t in
-                    update_seconds.items()) + ": "
+          f"under random actions, {config.vector_strategy}){extra}: "
           + ", ".join(f"{stage} {minutes:.0f} min" for stage, minutes in expected.items())
           + f"; total ~{sum(expected.values()):.0f} min (finished stages load from disk)")
+
+
+def pipeline(config: Config, stage, run_dir: Path, family: MetaWorldFamily, agent) -> dict:
+    """θ* (stage 'train'), its evaluation, features and the estimator's stages; returns
+    {params, obs_moments, reward_scaler, curve, evaluated, features, clusters, collect} (collect():
+    the features' transitions at θ*, collected again)."""
+    ppo = config.ppo()
     keys = jax.random.split(jax.random.key(config.seed), 5)
-    stage = start_run(run_dir, config)
     trained = stage("train", lambda: train_stage(config, agent, family, run_dir, keys[0],
                                                  stage.current), **STAGES["train"])
     template = init_host_train(agent, ppo, family.num_tasks, family.obs_dim, keys[0])
@@ -379,19 +381,41 @@ def main(argv=None) -> dict:
     print("θ* success per task: " + " ".join(f"{s:.2f}" for s in evaluated["success"])
           + f"  (mean {evaluated['success'].mean():.2f})")
 
-    def features_stage():
+    def collect():
+        """The transitions at θ* of the features stage (deterministic: its envs and key)."""
         with family.make_envs(COLLECT_STREAM) as envs:
-            batch = collect_transitions_on_host(
+            return collect_transitions_on_host(
                 agent, params, obs_moments, reward_scaler, envs, keys[2],
                 steps_per_task=config.collect_steps, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda)
-        feats = pgx.gradient_features(agent.actor.log_prob, params["actor"], batch, keys[3],
+
+    def features_stage():
+        feats = pgx.gradient_features(agent.actor.log_prob, params["actor"], collect(), keys[3],
                                       dim=config.dim)
         return {"z": feats.z, "y": feats.y, "w": feats.w, "task": feats.task}
 
     f = stage("features", features_stage, **STAGES["features"])
     feats = pgx.Features(z=f["z"], y=f["y"], w=f["w"], task=f["task"])
     clusters = estimate_and_group(stage, feats, family.num_tasks, keys[4], config)
+    return {"params": params, "obs_moments": obs_moments, "reward_scaler": reward_scaler,
+            "curve": curve, "evaluated": evaluated, "features": feats, "clusters": clusters,
+            "collect": collect}
 
+
+def main(argv=None) -> dict:
+    config = parse_config(Config, argv, __doc__.split("\n")[0])
+    executor = config.make_executor() if config.downstream else None  # before any work
+    run_dir = Path(config.out) / config.run
+    ppo, family = config.ppo(), config.family()
+    names = list(family.names)
+    agent = make_agent(family, ppo)
+    speed = describe(config, family, f"pgx_jax MT10 ({config.preset} preset) -> {run_dir}")
+    update_seconds = _mt10_downstream.update_seconds(config, family) if config.downstream else {}
+    print_expected(expected_minutes(config, speed, family.max_episode_steps, update_seconds),
+                   speed, config, "".join(f", {network} SAC update {1e3 * t:.1f} ms"
+                                          for network, t in update_seconds.items()))
+    stage = start_run(run_dir, config)
+    out = pipeline(config, stage, run_dir, family, agent)
+    curve, evaluated, clusters = out["curve"], out["evaluated"], out["clusters"]
     steps_per_update = family.num_tasks * ppo.num_envs * ppo.num_steps
     env_time = float(np.sum(curve["env_seconds"]))
     compute_time = float(np.sum(curve["policy_seconds"]) + np.sum(curve["learn_seconds"]))

@@ -3,6 +3,8 @@
 NAME is any family of `pgx_jax.envs.registry.FAMILIES` (cartpole, lunarlander, highway, the
 multi-objective lunarlander-weights and highway-weights, the planted lunarlander-swapped); its
 settings come from the registry, flags win. Your own family: `run(family, Config(...))`.
+`--env mt10` validates on Meta-World's host-stepped MuJoCo tasks with the same report
+(`experiments._validate_mt10`: its own presets and flags; `--env mt10 --help` lists them).
 
 Runs the estimation pipeline of `experiments.cartpole` (θ*, features, m subset estimates,
 groups), then the ground truth it approximates: PPO fine-tuning of θ* on EVERY one of the m
@@ -111,15 +113,29 @@ TRUTHS = ("gain", "return", "surrogate_loss")  # the first is the primary truth
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(cartpole.Config, ExecutorConfig):  # ExecutorConfig: the ground truth's runs
+class TruthConfig:
+    """The ground truth's settings every validated family shares (the JAX families' and MT10's)."""
+
+    finetune_lr: float = 1e-4
+    truth_seeds: int = 4  # fine-tuning runs per subset; f(S) averages them
+    bootstrap: int = 50  # resamples of the truth's self-agreement interval
+    null_draws: int = 1000  # random partitions for the chance level of each agreement figure
+
+    def check_truth(self) -> None:
+        require_ints(self, 0, "bootstrap")
+        require_ints(self, 1, "null_draws")
+        require_ints(self, 2, "truth_seeds")
+        require_numbers(self, 0, 1, "finetune_lr", open_low=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(cartpole.Config, ExecutorConfig, TruthConfig):  # Executor: the ground truth's runs
     # "quick": a few-minute run (PRESET_DEFAULTS); on the command line it replaces the defaults,
     # in Python pass the settings themselves
     preset: str = "default"
     steps_per_task: int = 100_000
     finetune_steps: int = 20_480
-    finetune_lr: float = 1e-4
     finetune_envs: int = 8
-    truth_seeds: int = 4  # fine-tuning runs per subset; f(S) averages them
     eval_envs: int = 32  # greedy evaluation episodes per task, the same initial states for all
     table1_subsets: int = 10  # the paper: 10 random subsets of size 5
     table1_subset_size: int = 5
@@ -131,8 +147,6 @@ class Config(cartpole.Config, ExecutorConfig):  # ExecutorConfig: the ground tru
     hessian_steps: int = 200  # Adam steps on the surrogate policy loss (Figure 2)
     hessian_checkpoints: int = 10  # along training; must divide hessian_steps
     hessian_products: int = 30  # Hessian-vector products per trace estimate
-    bootstrap: int = 50  # resamples of the truth's self-agreement interval
-    null_draws: int = 1000  # random partitions for the chance level of each agreement figure
     out: str = "results/validate"
 
     # Presets replace the defaults (after the family's); flags still win. "quick" checks that the
@@ -157,14 +171,11 @@ class Config(cartpole.Config, ExecutorConfig):  # ExecutorConfig: the ground tru
                                                      f"{', '.join(self.PRESET_DEFAULTS)}, got {self.preset!r}")
         super().check()
         self.check_executor()
-        require_ints(self, 0, "bootstrap")
-        require_ints(self, 1, "null_draws")
+        self.check_truth()
         n = self.num_tasks
         require_ints(self, 1, "finetune_steps", "finetune_envs", "eval_envs", "table1_subsets",
                      "ablation_repeats", "hessian_collect_steps", "hessian_steps",
                      "hessian_checkpoints", "hessian_products")
-        require_ints(self, 2, "truth_seeds")
-        require_numbers(self, 0, 1, "finetune_lr", open_low=True)
         require_ppo_budget(self, "finetune_steps", "finetune_envs", self.finetune)
         require(1 <= self.table1_subset_size <= n,
                 f"--table1-subset-size must lie in [1, {n}] (the family has {n} tasks), got "
@@ -181,6 +192,11 @@ class Config(cartpole.Config, ExecutorConfig):  # ExecutorConfig: the ground tru
                 f"--ablation-sizes must lie in [2, {n}], got {list(self.ablation_sizes)}")
         require(all(isinstance(m, int) and m >= 1 for m in self.ablation_subsets),
                 f"--ablation-subsets must be positive, got {list(self.ablation_subsets)}")
+
+    def check_family(self) -> None:
+        require(self.env in self.ENVS, f"--env must be one of {', '.join(self.ENVS)}, mt10; got "
+                                       f"{self.env!r}")
+        super().check_family()
 
     def finetune(self) -> PPOConfig:
         return PPOConfig(steps_per_task=self.finetune_steps, num_envs=self.finetune_envs,
@@ -493,33 +509,19 @@ def trust_lines(config: Config, metrics: dict) -> list[str]:
     return lines
 
 
-def write_report(path: Path, config: Config, out: dict, truth: dict, results: dict, table1: dict,
-                 ablation: dict, flops: dict, timings: dict, metrics: dict) -> None:
+def estimate_lines(config, results: dict, flops: dict, timings: dict, degenerate: bool,
+                   flops_note: str) -> list[str]:
+    """The report's headline: the estimate vs the primary truth, its cost against the truth's
+    (FLOPs and wall-clock per truth seed), and a warning when the truth is degenerate."""
     estimation = sum(timings[s] for s in ("features", "subsets", "estimate", "cluster"))
     ground = timings["ground_truth"] + timings["truth_cluster"]
     primary = results[TRUTHS[0]]
-    nmi = primary["nmi"]
-    K = config.truth_seeds
-    lines = [
-        f"# Validation on {config.env}: estimate vs full training",
-        "",
-        f"Family: {', '.join(metrics['family'])}.",
-        "",
-        f"Run `{config.run}`, seed {config.seed}; {len(out['family'].names)} tasks, m = {config.subsets} "
-        f"subsets of size {config.subset_size}, d = {config.dim}, l2 = {config.l2}, k = {config.k}, "
-        f"{config.collect_steps:,} transitions per task at θ*; f̂ = surrogate loss reduction scored "
-        f"on the {config.score_on} samples (groups use it; both splits are compared below).",
-        f"θ*: PPO, {config.steps_per_task:,} steps per task; mean return "
-        f"{float(np.mean(out['returns'])):.1f}. Ground truth: PPO fine-tuning from θ* on each subset, "
-        f"{K} seeds, {config.finetune_steps:,} steps per task, lr {config.finetune_lr}; greedy "
-        f"evaluation, {config.eval_envs} episodes per task from initial states shared by all policies; "
-        f"‖θ_S − θ*‖/‖θ*‖ median {np.median(truth['relative_distance']):.2%} "
-        f"(max {np.max(truth['relative_distance']):.2%}).",
-        "",
+    nmi, K = primary["nmi"], config.truth_seeds
+    return [
         *(["**The truth is degenerate**: fine-tuning changed no subset's greedy return (every gain "
            "is 0 up to float rounding), so its groups and self-agreement come from rounding noise "
            "and nothing can be judged against it; fine-tune longer or at a larger lr.", ""]
-          if metrics["truth_degenerate"] else []),
+          if degenerate else []),
         f"## Estimate vs the primary truth ({TRUTHS[0]}: return after fine-tuning − return of θ*)",
         "",
         "| measure | ours | paper | target |",
@@ -542,11 +544,14 @@ def write_report(path: Path, config: Config, out: dict, truth: dict, results: di
         "",
         "Estimation = features + subsets + batched solve + clustering (θ* is shared by both and not "
         "counted). FLOPs are counted by `pgx_jax.diagnostics.jaxpr_flops` (loop bodies times trip "
-        "counts); estimation FLOPs also include collecting the transitions at θ*. One seed of the "
-        "ground truth is one fine-tuning run per subset (the paper's full training); this run made "
-        f"{K} per subset to measure the truth's noise.",
+        f"counts); {flops_note} One seed of the ground truth is one fine-tuning run per subset (the "
+        f"paper's full training); this run made {K} per subset to measure the truth's noise.",
         "",
-        *trust_lines(config, metrics),
+    ]
+
+
+def all_truths_lines(results: dict) -> list[str]:
+    return [
         "## All truths",
         "",
         "| truth | NMI ours | NMI grad. sim. | NMI random | ARI ours | Spearman f̂ held-out / train | ‖Û − U‖/‖U‖ | truth self-agreement NMI / Spearman |",
@@ -556,6 +561,47 @@ def write_report(path: Path, config: Config, out: dict, truth: dict, results: di
           f"{r['spearman_train']:.2f} | {r['relative_error']['ours']:.2f} | "
           f"{r['self_nmi']:.2f} / {r['self_spearman']:.2f} |" for name, r in results.items()],
         "",
+    ]
+
+
+def groups_lines(truth: dict, clusters: dict, names) -> list[str]:
+    named = lambda labels: "; ".join("{" + ", ".join(names[i] for i in g) + "}"
+                                     for g in group_lists(labels))
+    return ["## Groups", "", f"- true ({TRUTHS[0]}): {named(truth['groups'][TRUTHS[0]])}",
+            *[f"- {m}: {named(clusters[m])}" for m in METHODS], ""]
+
+
+def missed_line(config, results: dict, flops: dict) -> list[str]:
+    if (results[TRUTHS[0]]["nmi"]["ours"] < TARGETS["nmi"]
+            or flops["full"] / flops["estimation"] / config.truth_seeds < PAPER["flops_speedup"]):
+        return ["**A target is missed in this run** (see the table); the numbers are reported as "
+                "measured."]
+    return []
+
+
+def write_report(path: Path, config: Config, out: dict, truth: dict, results: dict, table1: dict,
+                 ablation: dict, flops: dict, timings: dict, metrics: dict) -> None:
+    K = config.truth_seeds
+    lines = [
+        f"# Validation on {config.env}: estimate vs full training",
+        "",
+        f"Family: {', '.join(metrics['family'])}.",
+        "",
+        f"Run `{config.run}`, seed {config.seed}; {len(out['family'].names)} tasks, m = {config.subsets} "
+        f"subsets of size {config.subset_size}, d = {config.dim}, l2 = {config.l2}, k = {config.k}, "
+        f"{config.collect_steps:,} transitions per task at θ*; f̂ = surrogate loss reduction scored "
+        f"on the {config.score_on} samples (groups use it; both splits are compared below).",
+        f"θ*: PPO, {config.steps_per_task:,} steps per task; mean return "
+        f"{float(np.mean(out['returns'])):.1f}. Ground truth: PPO fine-tuning from θ* on each subset, "
+        f"{K} seeds, {config.finetune_steps:,} steps per task, lr {config.finetune_lr}; greedy "
+        f"evaluation, {config.eval_envs} episodes per task from initial states shared by all policies; "
+        f"‖θ_S − θ*‖/‖θ*‖ median {np.median(truth['relative_distance']):.2%} "
+        f"(max {np.max(truth['relative_distance']):.2%}).",
+        "",
+        *estimate_lines(config, results, flops, timings, metrics["truth_degenerate"],
+                        "estimation FLOPs also include collecting the transitions at θ*."),
+        *trust_lines(config, metrics),
+        *all_truths_lines(results),
         f"## Ablations (vs the primary truth; mean ± std over {config.ablation_repeats} draws of "
         "subsets and projection)",
         "",
@@ -583,16 +629,11 @@ def write_report(path: Path, config: Config, out: dict, truth: dict, results: di
         f"Fine-tuning itself moved the actor by {np.median(table1['natural_distance']):.2%} "
         f"(median over the {config.table1_subsets} runs). Target: < 2% error at 1% distance.",
         "",
-        "## Groups",
-        "",
-        f"- true ({TRUTHS[0]}): {group_lists(truth['groups'][TRUTHS[0]])}",
-        *[f"- {m}: {group_lists(out['clusters'][m])}" for m in METHODS],
-        "",
+        *groups_lines(truth, out["clusters"], metrics["family"]),
     ]
     lines += generalization_lines(out["generalization"])
     lines += ["## Stage timings (s)", "", *[f"- {name}: {seconds:.2f}" for name, seconds in timings.items()], ""]
-    if nmi["ours"] < TARGETS["nmi"] or flops["full"] / flops["estimation"] / K < PAPER["flops_speedup"]:
-        lines.append("**A target is missed in this run** (see the table); the numbers are reported as measured.")
+    lines += missed_line(config, results, flops)
     atomic_write_bytes(path, "\n".join(lines).encode())
 
 
@@ -626,7 +667,20 @@ def generalization_lines(result: dict) -> list[str]:
                     "|Â| fitted), an offset of the split; its change along training is what training did.", ""]
 
 
-class TruthRuns:
+class TruthRunIndex:
+    """The m·K fine-tuning runs of a ground truth by name: `names` (stage names, subset-major as
+    `fine_tune_keys` numbers the runs), `row[name]`, `run_members` int[m·K, α] and `key_data`
+    (the runs' training keys as raw arrays, picklable)."""
+
+    def __init__(self, members, seeds: int, train_keys):
+        self.names = [f"ground_truth.s{j}.seed{k}" for j in range(len(members))
+                      for k in range(seeds)]
+        self.row = {name: i for i, name in enumerate(self.names)}
+        self.run_members = np.repeat(members, seeds, axis=0)
+        self.key_data = np.asarray(jax.random.key_data(train_keys))
+
+
+class TruthRuns(TruthRunIndex):
     """The ground truth's m·K fine-tuning runs as an executor's batch: `runs(names)` trains the
     named runs in one vmapped call → {name: arrays}. Picklable: it holds arrays and frozen
     settings. In-process (`show_progress`) a call shows a bar of its runs' updates; a Ray
@@ -634,14 +688,9 @@ class TruthRuns:
 
     def __init__(self, config: Config, family, star, members, train_keys, eval_key,
                  show_progress: bool = True):
+        super().__init__(members, config.truth_seeds, train_keys)
         self.config, self.family, self.star = config, family, star
         self.show_progress = show_progress
-        seeds = config.truth_seeds
-        self.names = [f"ground_truth.s{j}.seed{k}" for j in range(len(members))
-                      for k in range(seeds)]  # subset-major, as fine_tune_keys numbers the runs
-        self.row = {name: i for i, name in enumerate(self.names)}
-        self.run_members = np.repeat(members, seeds, axis=0)
-        self.key_data = np.asarray(jax.random.key_data(train_keys))
         self.eval_key_data = np.asarray(jax.random.key_data(eval_key))
 
     def __getstate__(self):  # what a Ray worker gets
@@ -679,44 +728,65 @@ def ground_truth_stages(config: Config, family, agent, star, subsets, batch, exe
     runs = TruthRuns(config, family, star, members, train_keys, eval_key,
                      show_progress=in_process)
     finetune = config.finetune()
-    run_steps = config.subset_size * finetune.num_envs * finetune.num_steps * finetune.num_updates
+
+    def assemble_truth(stored: dict) -> dict:
+        start = start_returns(finetune, family, star, eval_key,
+                              eval_envs=config.eval_envs)[members]
+        return assemble_stored(stored, runs.names, members, np.asarray(start), seeds, star,
+                               lambda params: surrogate_loss_gain(
+                                   agent, batch(), config.holdout, family.num_tasks, star,
+                                   params, members))
+
+    stored = stored_runs_bar(executor.name, config.subset_size * finetune.num_envs
+                             * finetune.num_steps * finetune.num_updates)
+    # In-process the runs show their own bar of updates.
+    return runs, None if in_process else stored, assemble_truth
+
+
+def stored_runs_bar(executor_name: str, run_steps: int):
+    """A `StageRunner.batch` progress callback: a bar of the fine-tuning runs stored so far (each
+    `run_steps` env steps), with rate and ETA."""
     bar = None
 
-    def stored(done: int, total: int) -> None:  # StageRunner.batch: runs stored so far
+    def stored(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = UpdateBar(total, f"ground truth: {total} fine-tuning runs on {executor.name}",
+            bar = UpdateBar(total, f"ground truth: {total} fine-tuning runs on {executor_name}",
                             run_steps, unit="run")
         while bar.bar.n < done:
             bar(0, float("nan"), float("nan"))  # a run stored; no return to show
         if done == total:
             bar.close()
 
-    def assemble_truth(stored: dict) -> dict:
-        names = runs.names
-        actor = tree_from_arrays(
-            {key: np.stack([stored[name][key] for name in names]) for key in stored[names[0]]
-             if key.startswith("actor.")}, "actor", star["actor"])
-        run_results = RunsResult(
-            returns=np.stack([stored[name]["returns"] for name in names]),
-            relative_distance=np.stack([stored[name]["relative_distance"] for name in names]),
-            params={"actor": actor})
-        start = start_returns(finetune, family, star, eval_key,
-                              eval_envs=config.eval_envs)[members]
-        result = assemble(members, run_results, np.asarray(start), seeds)
-        # Per seed: f(S) as each truth defines it, [m, K].
-        per_seed_return = np.asarray(result.returns).mean(-1)
-        return {
-            "return": per_seed_return,
-            "gain": per_seed_return - np.asarray(result.start_returns).mean(-1, keepdims=True),
-            "surrogate_loss": surrogate_loss_gain(agent, batch(), config.holdout,
-                                                  family.num_tasks, star, result.params, members),
-            "returns": result.returns, "start_returns": result.start_returns,
-            "relative_distance": result.relative_distance,
-        }
+    return stored
 
-    # In-process the runs show their own bar of updates.
-    return runs, None if in_process else stored, assemble_truth
+
+def assemble_stored(stored: dict, names: list, members, start, seeds: int, star,
+                    surrogate_loss) -> dict:
+    """The ground_truth stage's arrays from the stored runs (`names`, subset-major: run j·K + s).
+
+    Args:
+      stored: {name: {returns f32[α], relative_distance f32[], actor.* params}}.
+      start: f32[m, α] θ*'s return on each subset's tasks, from the runs' evaluation episodes.
+      surrogate_loss: fine-tuned params (leaves [m, K, ...]) → the surrogate-loss truth f32[m, K].
+    """
+    actor = tree_from_arrays(
+        {key: np.stack([stored[name][key] for name in names]) for key in stored[names[0]]
+         if key.startswith("actor.")}, "actor", star["actor"])
+    run_results = RunsResult(
+        returns=np.stack([stored[name]["returns"] for name in names]),
+        relative_distance=np.stack([stored[name]["relative_distance"] for name in names]),
+        params={"actor": actor})
+    result = assemble(members, run_results, start, seeds)
+    # Per seed: f(S) as each truth defines it, [m, K].
+    per_seed_return = np.asarray(result.returns).mean(-1)
+    return {
+        "return": per_seed_return,
+        "gain": per_seed_return - np.asarray(result.start_returns).mean(-1, keepdims=True),
+        "surrogate_loss": surrogate_loss(result.params),
+        "returns": result.returns, "start_returns": result.start_returns,
+        "relative_distance": result.relative_distance,
+    }
 
 
 def run(family=None, config: Config | None = None, run_dir=None, *, planted=None) -> dict:
@@ -760,7 +830,72 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
                   **STAGES["ground_truth"])
     # The ground truth's time is its runs' and their assembly's.
     stage.timings["ground_truth"] += sum(stage.timings.pop(name) for name in truth_runs.names)
-    half = config.truth_seeds // 2
+    judged = judge(config, stage, clusters, truth, out["features"], family.num_tasks)
+    truth_groups, results = judged["truth_groups"], judged["results"]
+    primary = truth["groups"][TRUTHS[0]]
+    primary_f = truth[TRUTHS[0]].mean(1)
+    table1 = stage("table1", lambda: first_order_table(config, out), **STAGES["table1"])
+    ablation = stage("ablations", lambda: ablations(config, out, batch(), primary_f, primary),
+                     **STAGES["ablations"])
+    out["generalization"] = stage("generalization", lambda: generalization(config, out),
+                                  **STAGES["generalization"])
+
+    def cost():
+        flops = cost_flops(agent, star, family, collect_steps=config.collect_steps, dim=config.dim,
+                           subsets=subsets, features=out["features"],
+                           solver_iterations=int(np.max(clusters["iterations"])),
+                           finetune=finetune, eval_envs=config.eval_envs, seeds=config.truth_seeds)
+        return {"estimation": flops["estimation_total"], "full": flops["full"],
+                **{f"estimation_{k}": v for k, v in flops["estimation"].items()}}
+
+    flops = stage("cost", cost, **STAGES["cost"])
+    metrics = {
+        **truth_metrics(config, family.names, clusters, truth, judged, planted),
+        "table1_distances": TABLE1_DISTANCES,
+        "table1_linearization_error": table1["linearization"],
+        "table1_ratio_error": table1["ratio"],
+        "table1_natural_distance": table1["natural_distance"],
+        "ablations": ablation,
+        "generalization": out["generalization"],
+        "theta_star_returns": out["returns"],
+    }
+    write_metrics_and_plots(run_dir, stage, metrics, flops, clusters, truth, truth_groups,
+                            [n.replace("half_length=", "L/2=") for n in family.names])
+    atomic_write_bytes(run_dir / "generalization.png", plot_generalization(
+        _unflatten(out["generalization"], "curve.largest estimated group."),
+        _unflatten(out["generalization"], "sweep.")))
+    write_report(run_dir / "report.md", config, out, truth, results, table1, ablation, flops,
+                 stage.timings, metrics)
+    print("\n" + (run_dir / "report.md").read_text())
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def write_metrics_and_plots(run_dir: Path, stage, metrics: dict, flops: dict, clusters: dict,
+                            truth: dict, truth_groups: dict, names: list[str]) -> None:
+    """metrics.json (with the FLOPs and stage times; it closes the run), the scatter of f̂
+    against the primary truth and the estimated vs true affinities."""
+    atomic_write_json(run_dir / "metrics.json", {
+        **metrics, "flops": {k: float(v) for k, v in flops.items()},
+        "stage_seconds": stage.timings})
+    finish_run(stage)
+    atomic_write_bytes(run_dir / "scatter.png", plot_scatter(clusters["scores"],
+                                                             truth[TRUTHS[0]].mean(1)))
+    atomic_write_bytes(run_dir / "affinity.png", plot_affinities(
+        clusters["U"], truth_groups[f"U.{TRUTHS[0]}.all"], names))
+
+
+def judge(config, stage, clusters: dict, truth: dict, features, num_tasks: int) -> dict:
+    """The truth's groups and how well it agrees with itself, and the estimate against it: the
+    stages truth_cluster, agreement, choices and treatments, for any family (JAX or host).
+
+    Args:
+      truth: per seed f[m, K] for each of TRUTHS, and returns f32[m, K, α], start_returns
+        f32[m, α]; gets "groups" ({truth: labels}) added.
+      features: the estimator's features (the choices table re-solves with other settings).
+    Returns {truth_groups, trust, choices, treatments, results} (`results[truth]`: `compare` plus
+    the truth's split-half NMI and Spearman).
+    """
+    subsets, half = clusters["subsets"], config.truth_seeds // 2
 
     def truth_cluster():
         groups = {}
@@ -794,18 +929,17 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
     @functools.cache
     def member_gains():
         """Per-member gains (estimated, true), [m, n] each (NaN outside the subset)."""
-        solution = pgx.solve_subsets(out["features"], subsets, l2=config.l2, holdout=config.holdout)
+        solution = pgx.solve_subsets(features, subsets, l2=config.l2, holdout=config.holdout)
         true = np.asarray(truth["returns"]) - np.asarray(truth["start_returns"])[:, None, :]
         return np.asarray(pgx.member_gains(solution)), member_matrix(subsets, true.mean(1))
 
     def choices():
-        feats = out["features"]
-        extra = {}
+        feats, extra = features, {}
         for l2 in (config.l2 / 10, config.l2 * 10):
             solution = pgx.solve_subsets(feats, subsets, l2=l2, holdout=config.holdout)
             extra[f"l2={l2:g}"] = np.asarray(subset_scores(solution, "train"))
         for share in (0.25, 0.5):
-            keep = first_share_per_task(np.asarray(feats.task), family.num_tasks, share)
+            keep = first_share_per_task(np.asarray(feats.task), num_tasks, share)
             fewer = jax.tree_util.tree_map(lambda x: np.asarray(x)[keep], feats)
             solution = pgx.solve_subsets(fewer, subsets, l2=config.l2, holdout=config.holdout)
             extra[f"{share:.0%} of samples"] = np.asarray(subset_scores(solution, "train"))
@@ -847,29 +981,23 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
                                             truth_groups[f"groups.{name}.second"])
         results[name]["self_spearman"] = pgx.spearman(truth[name][:, :half].mean(1),
                                                       truth[name][:, half:2 * half].mean(1))
-    primary_f = truth[TRUTHS[0]].mean(1)
-    table1 = stage("table1", lambda: first_order_table(config, out), **STAGES["table1"])
-    ablation = stage("ablations", lambda: ablations(config, out, batch(), primary_f, primary),
-                     **STAGES["ablations"])
-    out["generalization"] = stage("generalization", lambda: generalization(config, out),
-                                  **STAGES["generalization"])
+    return {"truth_groups": truth_groups, "trust": trust, "choices": choice_rows,
+            "treatments": treated, "results": results}
 
-    def cost():
-        flops = cost_flops(agent, star, family, collect_steps=config.collect_steps, dim=config.dim,
-                           subsets=subsets, features=out["features"],
-                           solver_iterations=int(np.max(clusters["iterations"])),
-                           finetune=finetune, eval_envs=config.eval_envs, seeds=config.truth_seeds)
-        return {"estimation": flops["estimation_total"], "full": flops["full"],
-                **{f"estimation_{k}": v for k, v in flops["estimation"].items()}}
 
-    flops = stage("cost", cost, **STAGES["cost"])
+def truth_metrics(config, names, clusters: dict, truth: dict, judged: dict, planted) -> dict:
+    """The metrics.json entries every family's validation has: the estimate vs each truth, the
+    truth vs itself, chance levels, the planted groups (None when there are none), choices and
+    treatments, and the arrays behind them."""
+    trust, truth_groups = judged["trust"], judged["truth_groups"]
+    primary = truth["groups"][TRUTHS[0]]
     vs_planted = None if planted is None else {
         **{m: {"nmi": pgx.nmi(clusters[m], planted), "ami": pgx.ami(clusters[m], planted)}
            for m in METHODS},
         "truth": {"nmi": pgx.nmi(primary, planted), "ami": pgx.ami(primary, planted)}}
-    metrics = {
-        "family": list(family.names),
-        "vs_truth": results,
+    return {
+        "family": list(names),
+        "vs_truth": judged["results"],
         "primary_truth": TRUTHS[0],
         "task_effects": config.task_effects,
         "truth_self_agreement": _unflatten(trust, "self."),
@@ -878,14 +1006,9 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
                    for m in METHODS},
         "planted_groups": planted,
         "vs_planted": vs_planted,
-        "choices": choice_rows,
-        "treatments": {name: _unflatten(treated, f"{name}.") for name in (*TREATMENTS, "decompose")},
-        "table1_distances": TABLE1_DISTANCES,
-        "table1_linearization_error": table1["linearization"],
-        "table1_ratio_error": table1["ratio"],
-        "table1_natural_distance": table1["natural_distance"],
-        "ablations": ablation,
-        "generalization": out["generalization"],
+        "choices": judged["choices"],
+        "treatments": {name: _unflatten(judged["treatments"], f"{name}.")
+                       for name in (*TREATMENTS, "decompose")},
         "true_f_per_seed": {name: truth[name] for name in TRUTHS},
         "estimated_f_heldout": clusters["heldout_scores"],
         "estimated_f_train": clusters["train_scores"],
@@ -895,23 +1018,7 @@ def run(family=None, config: Config | None = None, run_dir=None, *, planted=None
         "estimated_affinity": clusters["U"],
         "relative_distance": truth["relative_distance"],
         "truth_degenerate": truth_degenerate(truth[TRUTHS[0]], truth["start_returns"]),
-        "theta_star_returns": out["returns"],
-        "flops": {k: float(v) for k, v in flops.items()},
-        "stage_seconds": stage.timings,
     }
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    finish_run(stage)
-    atomic_write_bytes(run_dir / "scatter.png", plot_scatter(clusters["scores"], primary_f))
-    names = [n.replace("half_length=", "L/2=") for n in family.names]
-    atomic_write_bytes(run_dir / "affinity.png",
-                       plot_affinities(clusters["U"], truth_groups[f"U.{TRUTHS[0]}.all"], names))
-    atomic_write_bytes(run_dir / "generalization.png", plot_generalization(
-        _unflatten(out["generalization"], "curve.largest estimated group."),
-        _unflatten(out["generalization"], "sweep.")))
-    write_report(run_dir / "report.md", config, out, truth, results, table1, ablation, flops,
-                 stage.timings, metrics)
-    print("\n" + (run_dir / "report.md").read_text())
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def truth_degenerate(gain, start_returns) -> bool:
@@ -922,6 +1029,15 @@ def truth_degenerate(gain, start_returns) -> bool:
     return bool(np.abs(np.asarray(gain)).max() <= 1e-5 * scale)
 
 
+def env_of(argv) -> str:
+    """The --env of a command line (the default's when it has none)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--env", default=Config.env)
+    return parser.parse_known_args(argv)[0].env
+
+
 def first_share_per_task(task, num_tasks: int, share: float):
     """Indices of the first `share` of each task's samples (in collection order): int[N']."""
     return np.concatenate([np.flatnonzero(task == t)[:max(2, int(share * np.sum(task == t)))]
@@ -929,6 +1045,10 @@ def first_share_per_task(task, num_tasks: int, share: float):
 
 
 def main(argv=None) -> dict:
+    if env_of(argv) == "mt10":  # host-stepped MuJoCo: its own pipeline, the same report
+        from experiments import _validate_mt10
+
+        return _validate_mt10.main(argv)
     config = parse_config(Config, argv, __doc__.split("\n")[0],
                           defaults_by_env=cartpole.ENV_DEFAULTS)
     run_dir = Path(config.out) / config.env / config.run

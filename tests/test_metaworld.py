@@ -291,3 +291,95 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
     np.testing.assert_array_equal(more["softmod_all"][0], success["softmod_all"][0])
     for method in ("ours", "gradient_similarity", "random"):
         np.testing.assert_array_equal(more[f"{method}.k1"], more["multitask"])
+
+
+def test_fine_tuning_keeps_the_normalizer_and_evaluates_on_the_episodes_of_theta_star():
+    from pgx_jax.rl.host import fine_tune_on_host
+
+    family = MetaWorldFamily(names=("reach-v3", "drawer-close-v3", "window-close-v3"),
+                             envs_per_task=1, seed=5)
+    config = PPOConfig(steps_per_task=100, num_envs=1, num_steps=50, update_epochs=1,
+                       num_minibatches=2, hidden=(16,), task_onehot=True, lr=1e-2)
+    agent = make_agent(family, config)
+    star = init_host_train(agent, config, 3, 39, jax.random.key(0))
+    moments = RunningMoments(mean=np.linspace(-1, 1, 39).astype(np.float32),
+                             var=np.full(39, 4.0, np.float32), count=np.float32(500.0))
+    scaler = RewardScaler(discounted=np.zeros((3, 1), np.float32),
+                          moments=RunningMoments(np.float32(2.0), np.float32(9.0), np.float32(7.0)))
+    ids = np.array([2, 0])
+    with family.make_envs(stream=1, rows=ids) as envs:
+        tuned = fine_tune_on_host(agent, config, envs, star.params, moments, scaler,
+                                  jax.random.key(1), task_ids=ids)
+    assert tuned.metrics["episode_return"].shape == (2, 2)
+    np.testing.assert_array_equal(tuned.obs_moments.mean, moments.mean)  # frozen
+    np.testing.assert_array_equal(tuned.obs_moments.var, moments.var)
+    assert float(tuned.reward_scaler.moments.count) == pytest.approx(7.0 + 2 * 50 * 2)
+    moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(a - b).max()), tuned.params,
+                                   star.params)
+    assert max(jax.tree_util.tree_leaves(moved)) > 0
+    # Common random numbers: a task's envs replay the same episodes in any row layout, so θ*
+    # scores the same on a subset's rows as in the all-task evaluation.
+    evaluate = dict(max_episode_steps=500)
+    with family.make_envs(stream=2) as envs:
+        all_success, all_returns = evaluate_on_host(agent, star.params, moments, envs,
+                                                    jax.random.key(0), **evaluate)
+    with family.make_envs(stream=2, rows=ids) as envs:
+        success, returns = evaluate_on_host(agent, star.params, moments, envs, jax.random.key(0),
+                                            task_ids=ids, **evaluate)
+    np.testing.assert_array_equal(returns, all_returns[ids])
+    np.testing.assert_array_equal(success, all_success[ids])
+
+
+def test_tiny_mt10_validation_writes_the_report_and_reruns_only_missing_runs(tmp_path, capsys):
+    import pickle
+
+    from experiments import _validate_mt10, validate
+    from experiments._runner import SettingError
+    from pgx_jax.rl.ground_truth import fine_tune_keys
+
+    argv = ["--env", "mt10", "--run", "tiny", "--out", str(tmp_path), "--tasks", "reach-v3",
+            "drawer-close-v3", "button-press-topdown-v3", "--steps-per-task", "200",
+            "--envs-per-task", "1", "--num-steps", "100", "--num-minibatches", "2", "--hidden",
+            "16", "--collect-steps", "60", "--dim", "8", "--subsets", "6", "--subset-size", "2",
+            "--k", "2", "--finetune-steps", "200", "--finetune-lr", "1e-2", "--null-draws", "20",
+            "--bootstrap", "2"]
+    with pytest.raises(SettingError, match="does not train the downstream"):
+        validate.main(argv + ["--downstream"])
+    with pytest.raises(SettingError, match="--truth-seeds must be an integer >= 2"):
+        validate.main(argv + ["--truth-seeds", "1"])
+    metrics = validate.main(argv)
+    run_dir = tmp_path / "mt10" / "tiny"
+    report = (run_dir / "report.md").read_text()
+    assert "Validation on MT10" in report and "| drawer-close-v3 |" in report
+    assert "truth vs itself" in report and "chance NMI" in report
+    for name in ("metrics.json", "scatter.png", "affinity.png"):
+        assert (run_dir / name).stat().st_size > 0
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    gain = np.asarray(saved["true_f_per_seed"]["gain"])
+    assert gain.shape == (6, 2) and np.all(np.isfinite(gain)) and not saved["truth_degenerate"]
+    assert np.asarray(saved["truth_success"]).shape == (6, 2, 2)
+    assert set(saved["vs_truth"]) == set(validate.TRUTHS)
+    assert saved["flops"]["full"] > saved["flops"]["estimation"] > 0
+    # The gain is measured against θ*'s evaluation: run returns minus θ*'s on the same tasks.
+    returns = np.stack([np.load(run_dir / "stages" / f"ground_truth.s{j}.seed{k}.npz")["returns"]
+                        for j in range(6) for k in range(2)]).reshape(6, 2, 2)
+    start = np.asarray(saved["theta_star_returns"])
+    members = np.stack([np.flatnonzero(row) for row in np.load(
+        run_dir / "stages" / "subsets.npz")["subsets"]])
+    np.testing.assert_allclose(gain, returns.mean(-1) - start[members].mean(-1)[:, None],
+                               rtol=1e-5, atol=1e-3)
+    # A lost run is trained again, alone; the others load.
+    (run_dir / "stages" / "ground_truth.s3.seed1.npz").unlink()
+    capsys.readouterr()
+    again = validate.main(argv)
+    out = capsys.readouterr().out
+    assert "[ground_truth.s3.seed1] running" in out and "[ground_truth.s3.seed1] done" in out
+    np.testing.assert_array_equal(again["true_f_per_seed"]["gain"], metrics["true_f_per_seed"]["gain"])
+    # What a Ray worker gets (pickled) computes the same run bit for bit.
+    config = validate.parse_config(_validate_mt10.Config, argv)
+    star = dict(np.load(run_dir / "stages" / "train.npz"))  # θ*'s param.*, normalizers.*
+    train_keys = fine_tune_keys(jax.random.key(config.seed + 1), 6, 2)[0]
+    runs = pickle.loads(pickle.dumps(_validate_mt10.HostTruthRuns(config, star, members,
+                                                                  train_keys)))
+    one = runs(["ground_truth.s3.seed1"])["ground_truth.s3.seed1"]
+    np.testing.assert_array_equal(one["returns"], returns[3, 1])

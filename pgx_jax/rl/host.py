@@ -283,23 +283,24 @@ def init_host_train(agent: Agent, config: PPOConfig, num_tasks: int, obs_dim: in
     )
 
 
-@partial(jax.jit, static_argnames=("agent", "config"))
+@partial(jax.jit, static_argnames=("agent", "config", "freeze_obs_moments"))
 def _learn_step(agent: Agent, config: PPOConfig, state: HostTrainState, trajectory: Trajectory,
-                raw_obs: jax.Array, key: jax.Array):
+                raw_obs: jax.Array, key: jax.Array, freeze_obs_moments: bool = False):
     reward, reward_scaler = scale_rewards(state.reward_scaler, trajectory.reward,
                                           trajectory.done, config.gamma)
     params, opt_state, losses = learn(agent, config, make_optimizer(config), state.params,
                                       state.opt_state, trajectory.replace(reward=reward), key)
+    obs_moments = state.obs_moments if freeze_obs_moments else state.obs_moments.update(raw_obs)
     state = state.replace(params=params, opt_state=opt_state, reward_scaler=reward_scaler,
-                          obs_moments=state.obs_moments.update(raw_obs),
-                          update=state.update + 1)
+                          obs_moments=obs_moments, update=state.update + 1)
     return state, losses
 
 
 def train_on_host(agent: Agent, config: PPOConfig, envs, state: HostTrainState, *,
                   task_ids=None, metrics: dict | None = None,
                   progress: Callable | None = None,
-                  checkpoint: Callable | None = None, checkpoint_every: int = 10) -> HostTrainResult:
+                  checkpoint: Callable | None = None, checkpoint_every: int = 10,
+                  freeze_obs_moments: bool = False) -> HostTrainResult:
     """Multitask PPO on host envs from `state` until `config.num_updates` updates are done.
 
     Every update is a rollout of `config.num_steps` steps in all [n, E] envs (E =
@@ -313,6 +314,7 @@ def train_on_host(agent: Agent, config: PPOConfig, envs, state: HostTrainState, 
       metrics: the metrics of the updates before `state` (when resuming), lists per name.
       progress: `progress(update_index, mean_episode_return, mean_success)` after each update.
       checkpoint: `checkpoint(state, metrics)` every `checkpoint_every` updates and at the end.
+      freeze_obs_moments: keep `state.obs_moments` as they are (fine-tuning, `fine_tune_on_host`).
     """
     if envs.shape[1] != config.num_envs:
         raise ValueError(f"the envs have {envs.shape[1]} per task, config.num_envs is "
@@ -326,7 +328,8 @@ def train_on_host(agent: Agent, config: PPOConfig, envs, state: HostTrainState, 
         out = host_rollout(agent, state.params, state.obs_moments, envs, runner, task_ids,
                            key_rollout, config.num_steps)
         start = time.perf_counter()
-        state, losses = _learn_step(agent, config, state, out.trajectory, out.raw_obs, key_learn)
+        state, losses = _learn_step(agent, config, state, out.trajectory, out.raw_obs, key_learn,
+                                    freeze_obs_moments)
         jax.block_until_ready(state.params)
         learn_seconds = time.perf_counter() - start
         episodes = {name: np.asarray(v) for name, v in episode_metrics(out.returns).items()}
@@ -344,6 +347,29 @@ def train_on_host(agent: Agent, config: PPOConfig, envs, state: HostTrainState, 
     return HostTrainResult(params=state.params, obs_moments=state.obs_moments,
                            reward_scaler=state.reward_scaler,
                            metrics={name: np.asarray(values) for name, values in metrics.items()})
+
+
+def fine_tune_on_host(agent: Agent, config: PPOConfig, envs, params, obs_moments: RunningMoments,
+                      reward_scaler: RewardScaler, key: jax.Array, *, task_ids,
+                      progress: Callable | None = None) -> HostTrainResult:
+    """PPO fine-tuning of θ* (`params` and its normalizers) on the tasks of `envs`' rows.
+
+    The observation normalizer stays θ*'s: the fine-tuned policy is θ* + Δθ on the same policy
+    inputs, the function the estimate linearizes (a normalizer refitted to a subset's states
+    would move every task's inputs too, a change no Δθ describes). The reward scaler goes on
+    from θ*'s return statistics (the critic's units) with fresh running returns per env.
+
+    Args:
+      envs: host envs [α, E] (E = `config.num_envs`), row r a task of `task_ids` int[α].
+      key: the run's key (initial optimizer state is fresh; `config.lr` is the fine-tuning's).
+    Returns the `HostTrainResult` (its `obs_moments` are θ*'s).
+    """
+    state = init_host_train(agent, config, envs.shape[0], obs_moments.mean.shape[-1], key,
+                            init_params=params)
+    state = state.replace(obs_moments=obs_moments, reward_scaler=RewardScaler(
+        discounted=jnp.zeros(envs.shape), moments=reward_scaler.moments))
+    return train_on_host(agent, config, envs, state, task_ids=task_ids, progress=progress,
+                         freeze_obs_moments=True)
 
 
 def evaluate_on_host(agent: Agent, params, obs_moments: RunningMoments, envs, key: jax.Array, *,
