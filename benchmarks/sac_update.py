@@ -2,8 +2,9 @@
 
 1. SAC update steps/s (critics, actor, temperatures, targets; updates scanned 10 per jitted
    call, each on a batch from a filled replay buffer) for the networks of `experiments.mt10
-   --downstream`: Soft Modularization and the multi-head MLP, at MT10 size (39 + 10 inputs, 4
-   actions). Each row: XLA's FLOP count of one update (`cost_analysis` of a single-update jit;
+   --downstream`: Soft Modularization, the multi-head MLP, PaCo and CARE (at the downstream's
+   widths and at their authors'; ratio to Soft-Mod's, target ≥ 0.5), at MT10 size (39 + 10
+   inputs, 4 actions). Each row: XLA's FLOP count of one update (`cost_analysis` of a single-update jit;
    XLA counts a loop body once, so not of the scan), the achieved GFLOP/s, and its fraction of
    a plain 256³ matmul's rate measured in the same run (target ≥ 0.7). Stable-Baselines3's SAC
    (torch, CPU) on the plain MLP of the same size and batch gives its updates/s as a ratio.
@@ -125,6 +126,11 @@ def main():
         "multi-head MLP (256, 256)": SACConfig(network="multihead", hidden=(256, 256)),
         "multi-head MLP (400, 400)": SACConfig(network="multihead", hidden=(400, 400)),
         "plain MLP (256, 256)": SACConfig(network="mlp", hidden=(256, 256)),
+        "PaCo (K = 5, 256, 256)": SACConfig(network="paco", hidden=(256, 256)),
+        "PaCo (K = 5, 400 × 3, the authors')": SACConfig(network="paco", hidden=(400,) * 3),
+        "CARE (4 encoders × 50, head 256, 256)": SACConfig(network="care", hidden=(256, 256)),
+        "CARE (4 × 50, head 400 × 3, the authors')": SACConfig(network="care",
+                                                               hidden=(400,) * 3),
     }
     reference = matmul_rate(256, 256, 256)
     print(f"\n1) SAC updates, batch 256, MT10 size ({args.updates} updates each); plain 256³ "
@@ -141,6 +147,11 @@ def main():
     ours = rates["plain MLP (256, 256)"]
     print(f"   Stable-Baselines3 SAC, MLP (256, 256): {sb3_rate:.1f} updates/s; ours ÷ SB3: "
           f"{ours / sb3_rate:.1f}×   [targets: fraction ≥ 0.7, ≥ 1× SB3]")
+    softmod = rates["Soft-Mod (2 layers × 2 modules, 128 wide)"]
+    print("   updates/s ÷ Soft-Mod 2 × 2 × 128's (the downstream default): " + ", ".join(
+        f"{name.split(' (')[0]} {name.split(' (')[1].rstrip(')')} {rates[name] / softmod:.2f}"
+        for name in rates if name.startswith(("PaCo", "CARE")))
+          + "   [target: ≥ 0.5]")
 
     require_bench_extra("metaworld")
     from pgx_jax.envs.metaworld import MetaWorldFamily

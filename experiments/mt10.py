@@ -110,7 +110,7 @@ class Config(EstimationConfig, ExecutorConfig):  # ExecutorConfig: the downstrea
     sac_steps_per_task: int = 3_000
     sac_learning_starts: int = 1_000
     sac_seeds: int = 1
-    sac_network: str = "softmod"  # per group: "softmod", "mlp" or "multihead"
+    sac_network: str = "softmod"  # per group: one of pgx_jax.rl.sac.NETWORKS (paco, care too)
     sac_hidden: tuple = (256, 256)
     softmod_layers: int = 2
     softmod_modules: int = 2

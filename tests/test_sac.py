@@ -1,6 +1,7 @@
-"""Multitask networks (Soft Modularization, multi-head) and multitask SAC."""
+"""Multitask networks (Soft Modularization, PaCo, CARE, multi-head) and multitask SAC."""
 
 import collections
+import dataclasses
 import math
 
 import gymnax
@@ -12,8 +13,9 @@ from flax import traverse_util
 from scipy import stats
 
 from pgx_jax.envs.family import TaskFamily
-from pgx_jax.rl.networks import MultiHeadMLP, SoftModularNetwork
+from pgx_jax.rl.networks import CARENetwork, MultiHeadMLP, PaCoNetwork, SoftModularNetwork
 from pgx_jax.rl.sac import (
+    NETWORKS,
     Batch,
     ReplayBuffer,
     SACConfig,
@@ -22,7 +24,9 @@ from pgx_jax.rl.sac import (
     init_sac,
     make_sac_agent,
     make_train,
+    reset_task_weights,
     tanh_gaussian_log_prob,
+    task_loss_mask,
     update,
 )
 
@@ -113,6 +117,100 @@ def test_multi_head_mlp_uses_the_head_of_the_task():
     assert np.abs(grads[:, 0]).sum() > 0 and np.all(grads[:, 1:] == 0)
 
 
+def test_paco_task_network_is_the_weighted_sum_of_the_shared_sets():
+    net = PaCoNetwork(output_dim=3, num_tasks=4, hidden=(16, 8), num_sets=5)
+    x = _inputs(jax.random.key(2), 8, 5, 4)
+    params = net.init(jax.random.key(3), x)
+    # Biases start at zero: give them values too, then check θ_τ = Φ w_τ against a plain MLP with
+    # those parameters.
+    noise = jax.tree_util.tree_leaves(params)
+    keys = jax.random.split(jax.random.key(4), len(noise))
+    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [
+        leaf + 0.3 * jax.random.normal(k, leaf.shape) for leaf, k in zip(noise, keys)])
+    layers = params["params"]
+    w = np.asarray(layers["task_weights"]["kernel"], np.float64)  # [n, K]
+    out = np.asarray(net.apply(params, x))
+    for row in range(8):
+        h = np.asarray(x[row], np.float64)
+        for index in range(3):
+            layer = layers[f"layer_{index}"]
+            w_task = w[row % 4]
+            h = (h @ np.tensordot(w_task, np.asarray(layer["kernel"], np.float64), 1)
+                 + w_task @ np.asarray(layer["bias"], np.float64))
+            h = np.maximum(h, 0) if index < 2 else h
+        np.testing.assert_allclose(out[row], h, rtol=1e-4, atol=1e-4)
+    # Task 0's loss moves only w_0 among the task weights.
+    grads = jax.grad(lambda p: jnp.sum(net.apply(p, x[::4])))(params)
+    g = np.asarray(grads["params"]["task_weights"]["kernel"])
+    assert np.abs(g[0]).sum() > 0 and np.all(g[1:] == 0)
+    with pytest.raises(ValueError, match="num_sets"):
+        PaCoNetwork(output_dim=3, num_tasks=4, num_sets=0).init(jax.random.key(0), x)
+
+
+def test_care_attention_sums_to_one_and_follows_the_task_context():
+    net = CARENetwork(output_dim=3, num_tasks=4, num_encoders=3, encoder_width=8, hidden=(16,))
+    x = _inputs(jax.random.key(2), 8, 5, 4)
+    params = net.init(jax.random.key(3), x)
+    out, attention = net.apply(params, x, return_attention=True)
+    assert attention.shape == (8, 3) and out.shape == (8, 3)
+    np.testing.assert_allclose(attention.sum(-1), 1.0, rtol=1e-6)
+    # α is the task's (same for rows of one task whatever the state), and differs across tasks.
+    np.testing.assert_allclose(attention[:4], attention[4:], rtol=1e-6)
+    assert np.abs(np.asarray(attention[0] - attention[1])).max() > 1e-4
+    # The same state under another task's context gives another output.
+    other = x.at[:, -4:].set(jnp.roll(x[:, -4:], 1, axis=-1))
+    assert np.abs(np.asarray(net.apply(params, other) - out)).max() > 1e-4
+    # The mixture is Σ_j α_j enc_j: with one encoder's output weights zeroed, the output is that
+    # of the mixture without it.
+    for bad in ({"num_encoders": 0}, {"encoder_width": 0}):
+        with pytest.raises(ValueError, match="CARENetwork"):
+            CARENetwork(output_dim=3, num_tasks=4, **bad).init(jax.random.key(0), x)
+
+
+def test_paco_maskout_and_w_reset():
+    loss = jnp.array([1.0, 50.0, 2.0, 70.0, 1.0, 0.5])
+    task = jnp.array([0, 1, 0, 1, 2, 2])
+    keep, flagged = task_loss_mask(loss, task, 4, threshold=10.0)
+    np.testing.assert_array_equal(keep, [1, 0, 1, 0, 1, 1])
+    np.testing.assert_array_equal(flagged, [False, True, False, False])  # task 3: no samples
+    w = jax.random.normal(jax.random.key(0), (4, 5))
+    params = {"params": {"task_weights": {"kernel": w}, "layer_0": {"kernel": w + 1}}}
+    new = reset_task_weights(params, flagged, jax.random.key(1))
+    new_w = np.asarray(new["params"]["task_weights"]["kernel"])
+    np.testing.assert_array_equal(new["params"]["layer_0"]["kernel"], w + 1)  # not a w
+    np.testing.assert_array_equal(new_w[[0, 2, 3]], np.asarray(w)[[0, 2, 3]])
+    # Task 1's new w is a convex combination of the others': least squares, then the simplex.
+    others = np.asarray(w)[[0, 2, 3]].T
+    coef, *_ = np.linalg.lstsq(others, new_w[1], rcond=None)
+    np.testing.assert_allclose(others @ coef, new_w[1], atol=1e-5)
+    assert np.all(coef >= -1e-5) and abs(coef.sum() - 1) < 1e-5
+    everyone = reset_task_weights(params, jnp.ones(4, bool), jax.random.key(1))
+    np.testing.assert_array_equal(everyone["params"]["task_weights"]["kernel"], w)
+    # In an update: a task whose loss blows up is masked and reset; the rest train.
+    config, agent, state, batch = _tiny_setup("paco", paco_loss_threshold=1e5)
+    batch = batch.replace(reward=jnp.where(batch.task == 1, 1e4, 0.0))
+    new, metrics = update(agent, config, state, batch, jax.random.key(3))
+    assert float(metrics["masked_tasks"]) == 1
+    for params in (new.actor, new.critic, new.target_critic):  # w_1 between the trained w_0, w_2
+        for name, w in traverse_util.flatten_dict(params).items():
+            if "task_weights" in name:
+                w = np.asarray(w, np.float64)
+                a = np.dot(w[1] - w[2], w[0] - w[2]) / np.dot(w[0] - w[2], w[0] - w[2])
+                np.testing.assert_allclose(a * w[0] + (1 - a) * w[2], w[1], atol=1e-5)
+                assert -1e-5 <= a <= 1 + 1e-5
+    # The masked task's samples give no gradient: a larger blow-up changes nothing (unmasked, it
+    # would change the update).
+    def after(config, scale):
+        louder = batch.replace(reward=batch.reward * scale)
+        return jax.tree_util.tree_leaves(update(agent, config, state, louder,
+                                                jax.random.key(3))[0].critic)
+
+    for a, b in zip(after(config, 1.0), after(config, 2.0)):
+        np.testing.assert_array_equal(a, b)
+    free = dataclasses.replace(config, paco_loss_threshold=1e12)
+    assert any(np.any(a != b) for a, b in zip(after(free, 1.0), after(free, 2.0)))
+
+
 def test_tanh_gaussian_log_prob_is_the_change_of_variables():
     rng = np.random.default_rng(0)
     mean, log_std = rng.normal(size=(5, 2)), rng.normal(scale=0.5, size=(5, 2))
@@ -155,7 +253,7 @@ def test_critic_target_equals_a_hand_computation():
     np.testing.assert_allclose(target, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("network", ["mlp", "multihead", "softmod"])
+@pytest.mark.parametrize("network", NETWORKS)
 def test_temperature_moves_toward_the_target_entropy(network):
     # Policy entropy per action dim ≈ 1.4 at init: far above H̄ = −2, far below H̄ = +20.
     for target, direction in ((-2.0, -1), (20.0, +1)):
@@ -175,10 +273,13 @@ def test_temperature_moves_toward_the_target_entropy(network):
                                        + config.tau * fresh[name], rtol=1e-5, atol=1e-7)
 
 
-def test_update_keeps_the_state_types_so_one_compile_serves_every_step():
+@pytest.mark.parametrize("network", NETWORKS)
+def test_update_keeps_the_state_types_so_one_compile_serves_every_step(network):
     """The state an update returns has the dtypes, shapes and weak types of the state it was
-    given (a weak-typed log α once made the second update recompile the whole step)."""
-    config = SACConfig(hidden=(8,), batch_size=4)
+    given (a weak-typed log α once made the second update recompile the whole step); two
+    updates of every network run."""
+    config = SACConfig(network=network, hidden=(8,), batch_size=4, softmod_width=8,
+                       care_width=8)
     agent = make_sac_agent(config, 3, 2)
     state = init_sac(agent, config, 5, jax.random.key(0))
     batch = Batch(obs=agent.observe(jnp.ones((4, 5)), jnp.arange(4) % 3), action=jnp.zeros((4, 2)),
@@ -252,6 +353,7 @@ def test_short_sac_run_on_pendulum_beats_random_clearly():
 
 def test_config_validation():
     for bad in ({"network": "cnn"}, {"batch_size": 0}, {"tau": 0.0}, {"learning_starts": -1},
-                {"total_steps": 10, "learning_starts": 20}, {"actor_lr": 0}):
+                {"total_steps": 10, "learning_starts": 20}, {"actor_lr": 0}, {"paco_sets": 0},
+                {"care_encoders": 0}, {"care_width": -1}, {"paco_loss_threshold": 0}):
         with pytest.raises(ValueError, match="SACConfig"):
             SACConfig(**bad)

@@ -1,4 +1,4 @@
-"""Multitask networks for per-group training: Soft Modularization and a multi-head MLP.
+"""Multitask networks for per-group training: Soft Modularization, PaCo, CARE and a multi-head MLP.
 
 Both take inputs f32[..., d + n] whose last n entries are the task one-hot (the layout
 `Agent.observe` produces) and return f32[..., output_dim]. They are drop-in torsos for the SAC
@@ -11,6 +11,24 @@ the routing logits are p¹ = W_d¹ ReLU(g) and p^{l+1} = W_d^{l+1}(ReLU(W_u^l p^
 reshaped to m × m and softmaxed over its last axis: p̂^l[i, j] is the weight of module j of layer
 l in the input of module i of layer l + 1. Layer-1 modules all read f(s); the output head reads
 the mean of the last layer's modules.
+
+PaCo (Sun et al. 2022, "Parameter-Compositional Multi-Task Reinforcement Learning"): K shared
+parameter sets Φ = [φ_1 … φ_K] of one MLP, and per task a vector w_τ ∈ R^K; task τ's network has
+parameters θ_τ = Φ w_τ (every layer, biases and output layer included). Computed as
+Σ_k w_τ,k (x φ_k) layer by layer, which is the same function: the pre-activations are linear in
+the parameters. w = onehot · W, unconstrained. Initialization (our decision): the φ_k are
+independent draws of the usual init and W ~ N(0, 1/K), so that every task's Φ w_τ starts with the
+usual init's variance. The authors copy one draw into every φ_k and draw W ~ N(0, 1): then task
+τ's network is φ_1 · Σ_k w_τ,k, every layer scaled by a N(0, K) factor (and sign-flipped where it
+is negative), which put a tiny network's initial policy entropy far from a standard init's.
+Its stability measures (loss maskout, w-reset) act in the SAC update (`pgx_jax.rl.sac`).
+
+CARE (Sodhani et al. 2021, "Multi-Task RL with Context-based Representations"): k encoders of
+the input (the "mixture of encoders"), weighted by attention α = softmax(MLP(z)) computed from a
+task context z; the head (an MLP) reads [Σ_j α_j enc_j(x), z]. CARE's z is an MLP of a pretrained
+language model's embedding of the task's description; none can be downloaded here, so z is an
+MLP of a learned task embedding (onehot · E). Every network (actor, each critic) has its own
+encoders and context (the authors tie the actor's encoders to the critic's).
 """
 
 from __future__ import annotations
@@ -101,3 +119,101 @@ class MultiHeadMLP(nn.Module):
         heads = nn.Dense(self.num_tasks * self.output_dim)(x)
         heads = heads.reshape(heads.shape[:-1] + (self.num_tasks, self.output_dim))
         return jnp.einsum("...no,...n->...o", heads, task)
+
+
+class CompositionalDense(nn.Module):
+    """A dense layer with K parameter sets mixed per sample: x f32[..., i], w f32[..., K] →
+    Σ_k w_k (x W_k + b_k) f32[..., features] (W: f32[K, i, features], b: f32[K, features]).
+    The K kernels are independent LeCun-normal draws."""
+
+    features: int
+    num_sets: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(batch_axis=(0,)),
+                            (self.num_sets, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.num_sets, self.features))
+        outputs = jnp.einsum("...i,kio->...ko", x, kernel) + bias  # every set's output
+        return jnp.einsum("...ko,...k->...o", outputs, w)
+
+
+class PaCoNetwork(nn.Module):
+    """PaCo: a ReLU MLP whose parameters for task τ are Φ w_τ: f32[..., d + n] → f32[..., output_dim].
+
+    Attributes:
+      output_dim: size of the output.
+      num_tasks: n, the length of the one-hot at the end of the input.
+      hidden: hidden layer widths (the authors' MT10 networks: 3 × 400).
+      num_sets: K, parameter sets shared by all tasks (the authors' MT10: 5).
+    Parameters: `layer_<l>` (CompositionalDense) and `task_weights` {"kernel": f32[n, K]}, the w_τ.
+    """
+
+    output_dim: int
+    num_tasks: int
+    hidden: tuple[int, ...] = (400, 400, 400)
+    num_sets: int = 5
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        if self.num_sets < 1:
+            raise ValueError(f"PaCoNetwork needs num_sets >= 1, got {self.num_sets}")
+        _, task = split_task(inputs, self.num_tasks)
+        w = nn.Dense(self.num_sets, use_bias=False, name="task_weights",
+                     kernel_init=nn.initializers.normal(self.num_sets ** -0.5))(task)
+        x = inputs  # the one-hot stays in the input, as for the other networks
+        widths = self.hidden + (self.output_dim,)
+        for index, width in enumerate(widths):
+            x = CompositionalDense(width, self.num_sets, name=f"layer_{index}")(x, w)
+            if index < len(widths) - 1:
+                x = nn.relu(x)
+        return x
+
+
+class CARENetwork(nn.Module):
+    """CARE: attention over a mixture of encoders, from a task context: f32[..., d + n] →
+    f32[..., output_dim].
+
+    Attributes:
+      output_dim: size of the output.
+      num_tasks: n, the length of the one-hot at the end of the input.
+      num_encoders: k, encoders in the mixture (the authors' MT10 runs: 4).
+      encoder_width: width of each encoder's two layers and of the context z (authors: 50).
+      hidden: the head's hidden layers (authors: 3 × 400).
+    """
+
+    output_dim: int
+    num_tasks: int
+    num_encoders: int = 4
+    encoder_width: int = 50
+    hidden: tuple[int, ...] = (400, 400, 400)
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, return_attention: bool = False):
+        """Outputs f32[..., output_dim]; with `return_attention`, also α f32[..., k]."""
+        if self.num_encoders < 1 or self.encoder_width < 1:
+            raise ValueError("CARENetwork needs num_encoders >= 1 and encoder_width >= 1, got "
+                             f"{self.num_encoders} and {self.encoder_width}")
+        features, task = split_task(inputs, self.num_tasks)
+        k, width = self.num_encoders, self.encoder_width
+        z = nn.Dense(width, use_bias=False, name="task_embedding")(task)
+        for index in range(2):
+            z = nn.relu(nn.Dense(width, name=f"context_{index}")(nn.relu(z)))
+        attention = nn.relu(nn.Dense(width, name="attention_0")(z))
+        attention = jax.nn.softmax(nn.Dense(k, name="attention_out")(attention), -1)
+        # The k encoders as batched matmuls: kernels f32[k, in, width].
+        encoded = features
+        for index in range(2):
+            kernel = self.param(f"encoders_{index}_kernel", nn.initializers.lecun_normal(
+                batch_axis=(0,)), (k, encoded.shape[-1], width))
+            bias = self.param(f"encoders_{index}_bias", nn.initializers.zeros, (k, width))
+            equation = "...i,kio->...ko" if index == 0 else "...ki,kio->...ko"
+            encoded = jnp.einsum(equation, encoded, kernel) + bias
+            if index == 0:
+                encoded = nn.relu(encoded)
+        mixture = jnp.einsum("...ko,...k->...o", encoded, attention)
+        x = jnp.concatenate([mixture, z], -1)
+        for width_out in self.hidden:
+            x = nn.relu(nn.Dense(width_out)(x))
+        out = nn.Dense(self.output_dim, name="head")(x)
+        return (out, attention) if return_attention else out

@@ -3,7 +3,14 @@
 Twin critics with target networks (Polyak τ), a tanh-Gaussian actor, and one learned entropy
 temperature per task (MT-SAC: α_t = exp(log α[task]), target entropy −action_dim). Every
 network reads the policy input [obs, task one-hot] (critics: [obs, action, one-hot]), so the torso
-can be a plain MLP, a multi-head MLP or Soft Modularization (`pgx_jax.rl.networks`).
+can be a plain MLP, a multi-head MLP, Soft Modularization, PaCo or CARE (`pgx_jax.rl.networks`).
+
+PaCo's stability measures (Sun et al. 2022, as in the authors' code): a task whose mean loss in the
+batch exceeds `paco_loss_threshold` (3e3) has its samples masked out of that update (the critic's
+and the actor's loss each, by its own per-task mean: the authors sum the losses first), and after
+the update its w_τ, in the actor, the critics and the target critics, is reset to a random convex
+combination of the other tasks' (the authors' "interpolate"; the task weights are
+`task_weights` in every PaCo network).
 
 One update (`update`, jit it) on a batch of transitions:
   critic:  y = r + γ(1 − terminated)(min_k Q'_k(s', a') − α_t log π(a'|s')),  a' ~ π(·|s');
@@ -30,10 +37,10 @@ from flax import struct
 
 from pgx_jax._validate import check_int
 from pgx_jax.envs.family import TaskFamily
-from pgx_jax.rl.networks import MultiHeadMLP, SoftModularNetwork
+from pgx_jax.rl.networks import CARENetwork, MultiHeadMLP, PaCoNetwork, SoftModularNetwork
 from pgx_jax.rl.ppo import env_map, reset_envs
 
-NETWORKS = ("mlp", "multihead", "softmod")
+NETWORKS = ("mlp", "multihead", "softmod", "paco", "care")
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
@@ -42,10 +49,13 @@ class SACConfig:
     """SAC hyperparameters.
 
     Attributes:
-      network: "mlp" (ReLU MLP on [obs, one-hot]), "multihead" (one output head per task) or
-        "softmod" (Soft Modularization), for the actor and both critics.
-      hidden: hidden layers of "mlp" and "multihead".
+      network: "mlp" (ReLU MLP on [obs, one-hot]), "multihead" (one output head per task),
+        "softmod" (Soft Modularization), "paco" or "care", for the actor and both critics.
+      hidden: hidden layers of "mlp", "multihead", "paco" and CARE's head.
       softmod_layers, softmod_modules, softmod_width: L, m and the module width of "softmod".
+      paco_sets: K, PaCo's shared parameter sets; paco_loss_threshold: the per-task loss above
+        which a task is masked out of an update and its w_τ reset.
+      care_encoders, care_width: k encoders and their width (and the context's) of "care".
       gamma, tau: discount and target-network Polyak rate.
       actor_lr, critic_lr, alpha_lr: Adam step sizes.
       init_alpha: initial temperature of every task.
@@ -63,6 +73,10 @@ class SACConfig:
     softmod_layers: int = 2
     softmod_modules: int = 2
     softmod_width: int = 256
+    paco_sets: int = 5
+    paco_loss_threshold: float = 3e3
+    care_encoders: int = 4
+    care_width: int = 50
     gamma: float = 0.99
     tau: float = 5e-3
     actor_lr: float = 3e-4
@@ -81,13 +95,14 @@ class SACConfig:
         if self.network not in NETWORKS:
             raise ValueError(f"SACConfig.network must be one of {NETWORKS}, got {self.network!r}")
         for name in ("batch_size", "buffer_size", "num_envs", "total_steps", "updates_per_step",
-                     "softmod_layers", "softmod_modules", "softmod_width"):
+                     "softmod_layers", "softmod_modules", "softmod_width", "paco_sets",
+                     "care_encoders", "care_width"):
             check_int(f"SACConfig.{name}", getattr(self, name), minimum=1)
         if not 0 <= self.learning_starts <= self.total_steps:
             raise ValueError("SACConfig.learning_starts must lie in [0, total_steps]")
         if not (0 <= self.gamma <= 1 and 0 < self.tau <= 1 and self.init_alpha > 0):
             raise ValueError("SACConfig needs 0 <= gamma <= 1, 0 < tau <= 1, init_alpha > 0")
-        for name in ("actor_lr", "critic_lr", "alpha_lr"):
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "paco_loss_threshold"):
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
                 raise ValueError(f"SACConfig.{name} must be > 0")
 
@@ -100,6 +115,13 @@ def make_torso(config: SACConfig, output_dim: int, num_tasks: int) -> nn.Module:
                                   module_dim=config.softmod_width)
     if config.network == "multihead":
         return MultiHeadMLP(output_dim=output_dim, num_tasks=num_tasks, hidden=config.hidden)
+    if config.network == "paco":
+        return PaCoNetwork(output_dim=output_dim, num_tasks=num_tasks, hidden=config.hidden,
+                           num_sets=config.paco_sets)
+    if config.network == "care":
+        return CARENetwork(output_dim=output_dim, num_tasks=num_tasks,
+                           num_encoders=config.care_encoders, encoder_width=config.care_width,
+                           hidden=config.hidden)
     return ReluMLP(features=config.hidden + (output_dim,))
 
 
@@ -293,17 +315,57 @@ def target_entropy(config: SACConfig, agent: SACAgent) -> float:
     return -float(agent.action_dim) if config.target_entropy is None else config.target_entropy
 
 
+def task_loss_mask(loss: jax.Array, task: jax.Array, num_tasks: int, threshold: float):
+    """PaCo's loss maskout: (keep f32[B], 0 for the samples of a task whose mean loss over its
+    samples exceeds `threshold`, else 1; flagged bool[n]) from per-sample losses f32[B]."""
+    count = jax.ops.segment_sum(jnp.ones_like(loss), task, num_tasks)
+    mean = jax.ops.segment_sum(loss, task, num_tasks) / jnp.maximum(count, 1.0)
+    flagged = jax.lax.stop_gradient(mean > threshold)
+    return 1.0 - flagged[task].astype(loss.dtype), flagged
+
+
+def reset_task_weights(params, flagged: jax.Array, key: jax.Array):
+    """PaCo's w-reset: every `task_weights` kernel f32[n, K] in `params` gets, in the rows of the
+    flagged tasks, a random convex combination of the unflagged rows (unchanged if every task is
+    flagged). One draw of the combinations serves every network."""
+    n = flagged.shape[0]
+    mix = jax.random.uniform(key, (n, n)) * (~flagged)[None, :]
+    mix = mix / jnp.maximum(mix.sum(1, keepdims=True), 1e-12)
+    apply = flagged & ~jnp.all(flagged)
+
+    def reset(path, leaf):
+        if any(getattr(entry, "key", None) == "task_weights" for entry in path):
+            return jnp.where(apply[:, None], mix @ leaf, leaf)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(reset, params)
+
+
 def update(agent: SACAgent, config: SACConfig, state: SACState, batch: Batch, key: jax.Array):
-    """One SAC update (critics, then actor and temperatures, then targets): (state, metrics)."""
+    """One SAC update (critics, then actor and temperatures, then targets): (state, metrics).
+    With PaCo, its loss maskout and w-reset (module docstring)."""
     key_target, key_actor = jax.random.split(key)
     actor_tx, critic_tx, alpha_tx = _optimizers(config)
     target = critic_target(agent, config, state, batch, key_target)
+    paco = config.network == "paco"
+
+    def masked_mean(per_sample):
+        """(mean over the batch with PaCo's maskout, flagged tasks or None)."""
+        if not paco:
+            return jnp.mean(per_sample), None
+        keep, flagged = task_loss_mask(jax.lax.stop_gradient(per_sample), batch.task,
+                                       agent.num_tasks, config.paco_loss_threshold)
+        return jnp.mean(keep * per_sample), flagged
 
     def critic_loss(params):
         q = agent.critic.apply(params, batch.obs, batch.action)
-        return jnp.sum(jnp.mean((q - target) ** 2, axis=-1)), q.mean()
+        if not paco:
+            return jnp.sum(jnp.mean((q - target) ** 2, axis=-1)), (q.mean(), None)
+        loss, flagged = masked_mean(jnp.sum((q - target) ** 2, axis=0))
+        return loss, (q.mean(), flagged)
 
-    (q_loss, q_mean), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic)
+    (q_loss, (q_mean, critic_flagged)), grads = jax.value_and_grad(
+        critic_loss, has_aux=True)(state.critic)
     updates, critic_opt = critic_tx.update(grads, state.critic_opt, state.critic)
     critic = optax.apply_updates(state.critic, updates)
 
@@ -312,9 +374,11 @@ def update(agent: SACAgent, config: SACConfig, state: SACState, batch: Batch, ke
     def actor_loss(params):
         action, log_prob = agent.actor.sample(params, batch.obs, key_actor)
         q = agent.critic.apply(critic, batch.obs, action).min(0)
-        return jnp.mean(alpha * log_prob - q), log_prob
+        loss, flagged = masked_mean(alpha * log_prob - q)
+        return loss, (log_prob, flagged)
 
-    (pi_loss, log_prob), grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
+    (pi_loss, (log_prob, actor_flagged)), grads = jax.value_and_grad(
+        actor_loss, has_aux=True)(state.actor)
     updates, actor_opt = actor_tx.update(grads, state.actor_opt, state.actor)
     actor = optax.apply_updates(state.actor, updates)
 
@@ -328,12 +392,18 @@ def update(agent: SACAgent, config: SACConfig, state: SACState, batch: Batch, ke
     log_alpha = optax.apply_updates(state.log_alpha, updates)
 
     target_critic = optax.incremental_update(critic, state.target_critic, config.tau)
+    extra = {}
+    if paco:
+        flagged = critic_flagged | actor_flagged
+        actor, critic, target_critic = reset_task_weights(
+            (actor, critic, target_critic), flagged, jax.random.fold_in(key, 1))
+        extra["masked_tasks"] = flagged.sum().astype(jnp.float32)
     state = SACState(actor=actor, critic=critic, target_critic=target_critic,
                      log_alpha=log_alpha, actor_opt=actor_opt, critic_opt=critic_opt,
                      alpha_opt=alpha_opt)
     metrics = {"critic_loss": q_loss, "actor_loss": pi_loss, "alpha_loss": a_loss,
                "q_mean": q_mean, "entropy": -log_prob.mean(),
-               "alpha_mean": jnp.exp(log_alpha).mean()}
+               "alpha_mean": jnp.exp(log_alpha).mean(), **extra}
     return state, metrics
 
 
