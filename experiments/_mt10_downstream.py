@@ -2,7 +2,7 @@
 
 For every grouping (ours, random, gradient similarity; at k and at each `--sweep-k`), one SAC
 policy per group is trained on that group's tasks; the baselines train one policy on all tasks
-(a plain MLP multitask policy, and Soft Modularization). Every task gets the same env-step
+(a plain MLP multitask policy, Soft Modularization, PaCo and CARE; `pgx_jax.rl.networks`). Every task gets the same env-step
 budget (`sac_steps_per_task`) in every method, so the total budget is the same. Each trained
 policy is scored greedily on its own tasks; a grouping's score is the mean success over all
 tasks.
@@ -33,10 +33,11 @@ from pgx_jax.rl.sac import SACConfig, make_sac_agent
 
 # The paper's Table 2, MT10 column (mean success % over 5 runs), and its k ablation.
 PAPER_MT10 = {"ours": "94.0", "random": "58.2", "gradient_similarity": "69.6",
-              "softmod_all": "82.0", "multitask": "71.3"}
+              "softmod_all": "82.0", "multitask": "71.3", "paco_all": "73.1", "care_all": "84.0"}
 PAPER_K = {2: "89.5", 3: "94.0", 4: "95.1"}
 PAPER_SAC_STEPS = 2_000_000  # per task, as our "paper" preset
-BASELINES = {"multitask": "mlp", "softmod_all": "softmod"}  # name → SAC network, all tasks
+# name → SAC network, all tasks (PaCo and CARE at their default K = 5 and 4 encoders × 50)
+BASELINES = {"multitask": "mlp", "softmod_all": "softmod", "paco_all": "paco", "care_all": "care"}
 # What a SAC training depends on, besides its network, task group and seed (`extra`): it trains
 # from scratch, so neither θ* nor the estimate is an input.
 SAC_USES = ("seed", "tasks", "envs_per_task", "eval_episodes", "sac_steps_per_task",

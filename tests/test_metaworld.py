@@ -195,17 +195,18 @@ def test_presets_fill_the_defaults_and_the_expected_time_counts_every_learner():
     def minutes(**changes):
         config = dataclasses.replace(mt10.Config(), **changes)
         return mt10.expected_minutes(config, speed=1000.0, episode_steps=500,
-                                     update_seconds={"softmod": 0.01, "mlp": 0.001})
+                                     update_seconds={"softmod": 0.01, "mlp": 0.001, "paco": 0.004,
+                                                     "care": 0.002})
 
     quick = minutes()
     assert "downstream SAC" not in quick
     # θ*: 10 tasks × 100k steps at the PPO share of 1000 env-steps/s.
     assert quick["θ* (PPO)"] == pytest.approx(10 * 100_000 / (1000 * mt10.PPO_RATE) / 60)
-    # Downstream at k = 3, 1 seed: 9 Soft-Mod groups + Soft-Mod on all (40 rows), the MLP on all
-    # (10 rows); 3,000 steps per task at 2 envs, the first 1,000 without updates; 2 greedy
-    # episodes of 500 steps per task.
-    envs = 50 * (3_000 + 2 * 500) / 1000
-    updates = (1_500 - 500) * (10 * 0.01 + 1 * 0.001)
+    # Downstream at k = 3, 1 seed: 9 Soft-Mod groups + Soft-Mod on all (40 rows), the MLP, PaCo
+    # and CARE on all (10 rows each); 3,000 steps per task at 2 envs, the first 1,000 without
+    # updates; 2 greedy episodes of 500 steps per task.
+    envs = 70 * (3_000 + 2 * 500) / 1000
+    updates = (1_500 - 500) * (10 * 0.01 + 0.001 + 0.004 + 0.002)
     one = minutes(downstream=True)["downstream SAC"]
     assert one == pytest.approx((envs + updates) / 60)
     assert minutes(downstream=True, sac_seeds=2)["downstream SAC"] == pytest.approx(2 * one)
@@ -265,7 +266,8 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
     assert "Table 2, MT10 column" in report and "paper, ours" in report
     success = downstream["downstream"]["success"]
     assert set(success) == {f"{m}.k{k}" for m in ("ours", "gradient_similarity", "random")
-                            for k in (1, 2)} | {"multitask", "softmod_all"}
+                            for k in (1, 2)} | {"multitask", "softmod_all", "paco_all",
+                                                "care_all"}
     assert all(np.asarray(v).shape == (1, 3) for v in success.values())
     # One stored result per learner (network, group, seed), each once; at k = 1 every grouping
     # is the one group of all tasks: the same learner as Soft-Mod on all tasks.
