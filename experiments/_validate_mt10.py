@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -174,18 +175,31 @@ def restore_star(arrays: dict, agent, config: Config, family):
             tree_from_arrays(arrays, "reward_scaler", template.reward_scaler))
 
 
-# Seconds a fine-tuning run spends opening its envs (MuJoCo compiles every env's model; 3 tasks ×
-# 2 envs, training and evaluation), measured on the 2-core CPU.
-ENV_OPEN_SECONDS = 4.0
+def truth_minutes(config: Config, family, agent, runs: int) -> float:
+    """Minutes of `runs` fine-tuning runs in one process, from a probe on this machine: 3 PPO
+    updates of a fine-tuning run from a fresh network on the first `subset_size` tasks (the last
+    two timed: envs, policy and update), plus opening the envs and the greedy evaluation at the
+    probe's seconds per vector step. (A subset's few envs run at another speed per env than the
+    10 tasks' vector, and its policy calls cost as much per vector step: the 10-task env speed
+    does not predict it.)"""
 
-
-def truth_minutes(config: Config, speed: float, episode_steps: int, runs: int) -> float:
-    """Minutes of `runs` fine-tuning runs in one process at `speed` random-action env-steps/s."""
     finetune = config.finetune()
-    steps = config.subset_size * config.envs_per_task * (
-        finetune.num_updates * finetune.num_steps / mt10.PPO_RATE
-        + config.eval_episodes * episode_steps)
-    return runs * (steps / speed + ENV_OPEN_SECONDS) / 60
+    probe = dataclasses.replace(finetune, steps_per_task=3 * finetune.num_steps
+                                * config.envs_per_task)
+    state = init_host_train(agent, probe, family.num_tasks, family.obs_dim, jax.random.key(0))
+    ids = np.arange(config.subset_size)
+    start = time.perf_counter()
+    with family.make_envs(TRUTH_STREAM - 1, rows=ids) as envs:
+        opened = time.perf_counter() - start
+        result = fine_tune_on_host(agent, probe, envs, state.params, state.obs_moments,
+                                   state.reward_scaler, jax.random.key(1), task_ids=ids)
+    timed = {name: np.asarray(result.metrics[name])[1:] for name in (
+        "env_seconds", "policy_seconds", "learn_seconds")}
+    per_update = float(np.mean(sum(timed.values())))
+    per_step = float(np.mean(timed["env_seconds"] + timed["policy_seconds"])) / probe.num_steps
+    seconds = (finetune.num_updates * per_update + 2 * opened
+               + config.eval_episodes * family.max_episode_steps * per_step)
+    return runs * seconds / 60
 
 
 def cost_flops(config: Config, agent, out: dict, family, features, subsets,
@@ -253,7 +267,7 @@ def run(config: Config, run_dir) -> dict:
                                           f"-> {run_dir}")
     num_runs = config.subsets * config.truth_seeds
     expected = {**mt10.expected_minutes(config, speed, family.max_episode_steps, {}),
-                "ground truth": truth_minutes(config, speed, family.max_episode_steps, num_runs)}
+                "ground truth": truth_minutes(config, family, agent, num_runs)}
     mt10.print_expected(expected, speed, config, f"; ground truth: {num_runs} fine-tuning runs "
                         + ("in this process" if executor.name == "inprocess"
                            else "in one process (divide by the Ray workers)"))
