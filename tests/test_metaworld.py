@@ -332,6 +332,7 @@ def test_fine_tuning_keeps_the_normalizer_and_evaluates_on_the_episodes_of_theta
     np.testing.assert_array_equal(success, all_success[ids])
 
 
+@pytest.mark.slow  # ~90 s: 14 fine-tuning runs, each opening MuJoCo envs twice
 def test_tiny_mt10_validation_writes_the_report_and_reruns_only_missing_runs(tmp_path, capsys):
     import pickle
 
