@@ -160,8 +160,6 @@ def test_care_attention_sums_to_one_and_follows_the_task_context():
     # The same state under another task's context gives another output.
     other = x.at[:, -4:].set(jnp.roll(x[:, -4:], 1, axis=-1))
     assert np.abs(np.asarray(net.apply(params, other) - out)).max() > 1e-4
-    # The mixture is Σ_j α_j enc_j: with one encoder's output weights zeroed, the output is that
-    # of the mixture without it.
     for bad in ({"num_encoders": 0}, {"encoder_width": 0}):
         with pytest.raises(ValueError, match="CARENetwork"):
             CARENetwork(output_dim=3, num_tasks=4, **bad).init(jax.random.key(0), x)
