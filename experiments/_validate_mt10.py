@@ -49,7 +49,6 @@ from jax.flatten_util import ravel_pytree
 import pgx_jax as pgx
 from experiments import mt10, validate
 from experiments._pipeline import (
-    parse_config,
     require,
     require_ppo_budget,
     start_run,
@@ -378,8 +377,3 @@ def write_report(path: Path, config: Config, truth: dict, results: dict, flops: 
         *validate.missed_line(config, results, flops),
     ]
     atomic_write_bytes(path, "\n".join(lines).encode())
-
-
-def main(argv=None) -> dict:
-    config = parse_config(Config, argv, __doc__.split("\n")[0])
-    return run(config, Path(config.out) / config.env / config.run)

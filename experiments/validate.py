@@ -180,6 +180,8 @@ class Config(cartpole.Config, ExecutorConfig, TruthConfig):  # Executor: the gro
         require(1 <= self.table1_subset_size <= n,
                 f"--table1-subset-size must lie in [1, {n}] (the family has {n} tasks), got "
                 f"{self.table1_subset_size}")
+        require(self.hessian_products % 3 == 0, f"--hessian-products must be a positive multiple "
+                f"of 3 (Hutch++ splits them in three), got {self.hessian_products}")
         require(self.hessian_steps % self.hessian_checkpoints == 0,
                 f"--hessian-checkpoints ({self.hessian_checkpoints}) must divide --hessian-steps "
                 f"({self.hessian_steps})")
@@ -1044,14 +1046,23 @@ def first_share_per_task(task, num_tasks: int, share: float):
                            for t in range(num_tasks)])
 
 
-def main(argv=None) -> dict:
+def parse(argv=None):
+    """The checked config of a validation command line: `Config`, or MT10's (`--env mt10`)."""
     if env_of(argv) == "mt10":  # host-stepped MuJoCo: its own pipeline, the same report
         from experiments import _validate_mt10
 
-        return _validate_mt10.main(argv)
-    config = parse_config(Config, argv, __doc__.split("\n")[0],
-                          defaults_by_env=cartpole.ENV_DEFAULTS)
+        return parse_config(_validate_mt10.Config, argv, _validate_mt10.__doc__.split("\n")[0])
+    return parse_config(Config, argv, __doc__.split("\n")[0],
+                        defaults_by_env=cartpole.ENV_DEFAULTS)
+
+
+def main(argv=None) -> dict:
+    config = parse(argv)
     run_dir = Path(config.out) / config.env / config.run
+    if config.env == "mt10":
+        from experiments import _validate_mt10
+
+        return _validate_mt10.run(config, run_dir)
     print(f"pgx_jax validation ({config.env}: {config.spec.description}) -> {run_dir}")
     return run(None, config, run_dir)
 

@@ -23,3 +23,12 @@ def _release_compiled_programs():
     toward vm.max_map_count, 65530 here)."""
     yield
     jax.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray cluster with this machine's 2 cores, started and stopped by the module."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -116,14 +116,6 @@ def test_an_unreachable_ray_address_is_a_clear_error_within_seconds(tmp_path):
         make_executor("dask")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_gives_the_in_process_ground_truth(local_ray):
     from experiments import validate
 
