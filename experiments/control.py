@@ -124,7 +124,9 @@ def training_sets(clusters: dict, num_tasks: int, k: int, rng: np.random.Generat
     }
 
 
-def plot_adaptation(curves: dict) -> bytes:
+def plot_adaptation(curves: dict, xlabel: str = "adaptation step",
+                    ylabel: str = "mean return on unseen target tasks") -> bytes:
+    """One line per curve: mean ± std over its rows (seeds) of f32[seeds, steps]."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,8 +138,8 @@ def plot_adaptation(curves: dict) -> bytes:
         steps = np.arange(mean.size)
         ax.plot(steps, mean, label=name)
         ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
-    ax.set_xlabel("adaptation step")
-    ax.set_ylabel("mean return on unseen target tasks")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()

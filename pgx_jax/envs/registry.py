@@ -77,7 +77,8 @@ def _highway_weights(weights) -> TaskFamily:
 
 def _swapped(gravities) -> TaskFamily:
     half = len(gravities) // 2
-    return lunar_lander_family(gravities, swap_side_engines=[False] * half + [True] * half)
+    return lunar_lander_family(gravities,
+                               swap_side_engines=[False] * half + [True] * (len(gravities) - half))
 
 
 def _planted_ids(sizes) -> tuple:
@@ -86,6 +87,23 @@ def _planted_ids(sizes) -> tuple:
 
 def _uniform_targets(low, high, digits):
     return lambda rng, count: np.round(rng.uniform(low, high, count), digits)
+
+
+def _planted_targets(centres):
+    """Unseen weightings drawn as the sources are (`planted_weights`: the same centres and
+    spread, a fresh draw), `count` of them split as evenly as the centres allow."""
+    def sample(rng, count):
+        sizes = np.diff(np.linspace(0, count, len(centres) + 1).round().astype(int))
+        return tuple(map(tuple, planted_weights(int(rng.integers(2**31)), centres,
+                                                tuple(sizes)).round(4).tolist()))
+    return sample
+
+
+def _swapped_targets(rng, count):
+    """Unseen gravities in the sources' range; the first half of the targets with Gymnasium's
+    side engines, the rest swapped (`_swapped`'s layout)."""
+    return tuple(np.round(rng.uniform(min(SWAPPED_GRAVITIES), max(SWAPPED_GRAVITIES), count),
+                          3).tolist())
 
 
 # LunarLander's θ* uses the usual LunarLander PPO settings (γ 0.999, λ 0.98, 2M steps per task):
@@ -125,15 +143,17 @@ FAMILIES: dict[str, FamilySpec] = {
     "lunarlander-weights": FamilySpec(
         _lunar_lander_weights,
         tuple(map(tuple, planted_weights(0, LUNAR_LANDER_CENTRES, PLANTED_SIZES).round(4))), "",
-        _planted_ids(PLANTED_SIZES), None, 400, {**_LUNAR_PPO, **_LUNAR_TRUTH},
+        _planted_ids(PLANTED_SIZES), _planted_targets(LUNAR_LANDER_CENTRES), 400,
+        {**_LUNAR_PPO, **_LUNAR_TRUTH},
         "mo-lunar-lander at g = −10, 10 objective weightings around 3 centres (planted 3/3/4)"),
     "highway-weights": FamilySpec(
         _highway_weights,
         tuple(map(tuple, planted_weights(0, HIGHWAY_CENTRES, PLANTED_SIZES).round(4))), "",
-        _planted_ids(PLANTED_SIZES), None, 30, {**_HIGHWAY_PPO, **_HIGHWAY_TRUTH},
+        _planted_ids(PLANTED_SIZES), _planted_targets(HIGHWAY_CENTRES), 30,
+        {**_HIGHWAY_PPO, **_HIGHWAY_TRUTH},
         "mo-highway at density 1, 10 objective weightings around 3 centres (planted 3/3/4)"),
     "lunarlander-swapped": FamilySpec(
-        _swapped, SWAPPED_GRAVITIES * 2, "", _planted_ids((5, 5)), None, 400,
+        _swapped, SWAPPED_GRAVITIES * 2, "", _planted_ids((5, 5)), _swapped_targets, 400,
         {**_LUNAR_PPO, **_LUNAR_TRUTH, "k": 2},
         "LunarLander-v3, 5 gravities near −10 with Gymnasium's side engines and the same 5 "
         "with them swapped (planted 5/5, k = 2)"),
