@@ -164,7 +164,7 @@ def run(config, stage, clusters: dict, executor, family) -> tuple[list[str], dic
     stepping its own envs); returns (report lines, metrics)."""
     n = family.num_tasks
     by_k = groupings(stage, clusters, config, n)
-    trained, times = {}, []  # (network, group, seed) → success f32[n]
+    trained, curves, times = {}, {}, []  # (network, group, seed) → success f32[n], f32[I, n]
     for network, specs in learners(config, by_k, n).items():
         names = [stage_name(network, group, seed, n) for group, seed in specs]
         by_name = dict(zip(names, specs))
@@ -179,6 +179,7 @@ def run(config, stage, clusters: dict, executor, family) -> tuple[list[str], dic
             for group, seed in specs], executor=executor)
         for name, spec in by_name.items():
             trained[(network, *spec)] = out[name]["success"]
+            curves[(network, *spec)] = out[name]["training_success"]
         fresh = [name for name in names if name not in stage.resumed[before:]]
         times.append(
             f"{network}: {len(specs)} learners, all stored earlier" if not fresh else
@@ -186,18 +187,24 @@ def run(config, stage, clusters: dict, executor, family) -> tuple[list[str], dic
             f"{int(out[fresh[0]]['learners_together'])} together (the first batch: "
             f"{float(out[fresh[0]]['env_seconds']):.0f} s stepping the envs, "
             f"{float(out[fresh[0]]['wait_seconds']):.0f} s waiting for the updates beyond that)")
-    success = {}  # (name, k) → f32[seeds, n]
+    success, training = {}, {}  # (name, k) → f32[seeds, n] and f32[seeds, I] (mean over tasks)
     for seed in range(config.sac_seeds):
         for k, methods in by_k.items():
             for method, labels in methods.items():
                 per_task = np.full(n, np.nan)
+                curve = np.full((len(next(iter(curves.values()))), n), np.nan)
                 for group in group_lists(labels):
                     got = trained[(config.sac_network, tuple(group), seed)]
                     per_task[group] = got[group]
+                    curve[:, group] = curves[(config.sac_network, tuple(group), seed)][:, group]
                 success.setdefault((method, k), []).append(per_task)
+                training.setdefault((method, k), []).append(curve.mean(1))
         for name, network in BASELINES.items():
             success.setdefault((name, None), []).append(trained[(network, tuple(range(n)), seed)])
+            training.setdefault((name, None), []).append(
+                curves[(network, tuple(range(n)), seed)].mean(1))
     success = {key: np.stack(v) for key, v in success.items()}
+    training = {key: np.stack(v) for key, v in training.items()}
 
     def cell(values):  # mean ± std over seeds of the mean success over tasks, in %
         per_seed = 100 * values.mean(1)
@@ -233,5 +240,8 @@ def run(config, stage, clusters: dict, executor, family) -> tuple[list[str], dic
         for (name, k), values in success.items())]
     metrics = {"groups_by_k": {str(k): {m: v for m, v in methods.items()} for k, methods in by_k.items()},
                "success": {name if k is None else f"{name}.k{k}": v for (name, k), v in success.items()},
+               # training success per log interval (1/20 of the budget or 500 vector steps)
+               "training_success": {name if k is None else f"{name}.k{k}": v
+                                    for (name, k), v in training.items()},
                "budget_per_task": config.sac_steps_per_task}
     return lines, metrics

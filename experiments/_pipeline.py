@@ -354,6 +354,30 @@ def plot_affinity(U, groups, names, title: str) -> bytes:
     return buffer.getvalue()
 
 
+def plot_curves(curves: dict, xlabel: str = "adaptation step",
+                ylabel: str = "mean return on unseen target tasks") -> bytes:
+    """One line per curve: mean ± std over its rows (seeds) of f32[seeds, steps] (a PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():  # curve: [seeds, steps]
+        mean, std = curve.mean(0), curve.std(0)
+        steps = np.arange(mean.size)
+        ax.plot(steps, mean, label=name)
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def cost_flops(agent, params, family, *, collect_steps: int, dim: int, subsets, features,
                solver_iterations: int, finetune, eval_envs: int, seeds: int = 1) -> dict:
     """FLOPs of estimation (transitions at θ*, features, batched solve) and of full training

@@ -26,7 +26,6 @@ Resumable per method and seed.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from experiments._pipeline import (
     finish_run,
     group_lists,
     parse_config,
+    plot_curves,
     require,
     require_ints,
     require_numbers,
@@ -122,30 +122,6 @@ def training_sets(clusters: dict, num_tasks: int, k: int, rng: np.random.Generat
         "random": sorted(rng.choice(num_tasks, k, replace=False).tolist()),
         "all_sources": list(range(num_tasks)),
     }
-
-
-def plot_adaptation(curves: dict, xlabel: str = "adaptation step",
-                    ylabel: str = "mean return on unseen target tasks") -> bytes:
-    """One line per curve: mean ± std over its rows (seeds) of f32[seeds, steps]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in curves.items():  # curve: [seeds, steps + 1], mean over targets
-        mean, std = curve.mean(0), curve.std(0)
-        steps = np.arange(mean.size)
-        ax.plot(steps, mean, label=name)
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def main(argv=None) -> dict:
@@ -241,7 +217,7 @@ def main(argv=None) -> dict:
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     finish_run(stage)
-    atomic_write_bytes(run_dir / "adaptation.png", plot_adaptation(curves))
+    atomic_write_bytes(run_dir / "adaptation.png", plot_curves(curves))
     atomic_write_bytes(run_dir / "report.md", "\n".join(lines).encode())
     print("\n" + "\n".join(lines))
     return metrics

@@ -7,8 +7,9 @@ meta-training tasks matters at all, and only then which grouping chooses well:
 
 1. θ* and the groups as in `experiments.control` (ours, gradient similarity; the planted groups
    where the family has them).
-2. A pool of k-task source sets: every one of the C(n, k) (default; 120 for 10 tasks and k = 3),
-   or `--sets N` random ones plus every one-task-per-group choice of each grouping.
+2. A pool of k-task source sets: `--sets N` (default 30) uniformly random ones plus every
+   one-task-per-group choice of each grouping, or every one of the C(n, k) (`--sets 0`; 120
+   for 10 tasks and k = 3).
 3. MAML from a random initialization on every set of the pool (so the source set, not θ*, shapes
    the result), then adaptation to the same unseen targets with `--adapt-steps` policy-gradient
    steps (the paper's 200; the quick preset's 20). Seeds are paired: seed s uses the same
@@ -19,8 +20,8 @@ meta-training tasks matters at all, and only then which grouping chooses well:
    (two-way sets × seeds ANOVA: between-set standard deviation ÷ the residual standard error of
    a set's mean, and its F-test p). The issue's gate: the spread must exceed twice the noise.
 5. Oracle and anti-oracle, cross-fitted so that neither is chosen on the seeds that score it:
-   the best (worst) set by mean over one half of the seeds, scored on the other half, and
-   the other way round. They bracket what any grouping can do.
+   the best (worst) set of the pool by mean over one half of the seeds, scored on the other
+   half, and the other way round. They bracket what any grouping can do.
 6. Each grouping's value on a seed is its expectation over all its one-task-per-group choices
    (the mean over those sets), so the draw of one set per group adds no noise; random is the mean
    over all sets of the pool's random part (the expectation of k distinct random tasks). Paired
@@ -36,24 +37,27 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from scipy import stats
 
-from experiments import cartpole, control
+from experiments import cartpole, control, validate
 from experiments._pipeline import (
     ExecutorConfig,
     finish_run,
     group_lists,
     parse_config,
+    plot_curves,
     require,
     require_ints,
     require_numbers,
     start_run,
 )
 from experiments._runner import atomic_write_bytes, atomic_write_json, run_cli
+from pgx_jax.executor import InProcess
 from pgx_jax.rl.maml import make_adapt_eval, make_meta_train
 
 SEPARATION_TARGET = 3.0  # oracle − anti-oracle in standard errors (the issue's target)
@@ -63,22 +67,23 @@ HEADROOM_TARGET = 2.0  # between-set spread ÷ the seed noise of a set's mean
 @dataclasses.dataclass(frozen=True)
 class Config(control.Config, ExecutorConfig):  # Executor: the seeds
     preset: str = "default"
+    # Default: the paper's 200 adaptation steps, ~1.5 h per 10 seeds on CartPole on 2 cores
+    # (quick: ~15 min); `--sets 0` meta-trains on all C(n, k) sets (120 for 10 tasks, k = 3).
     seeds: int = 10
-    targets: int = 20
+    targets: int = 10
     adapt_steps: int = 200
     maml_init: str = "random"
     maml_outer_steps: int = 200
     outer_lr: float = 3e-3
-    sets: int = 0  # 0: every k-task source set; N: N random ones + the groupings' choices
-    set_chunk: int = 60  # source sets meta-trained and adapted in one vmapped call
+    sets: int = 30  # N random k-task source sets + the groupings' choices; 0: every k-task set
+    set_chunk: int = 64  # source sets meta-trained and adapted in one vmapped call
     confidence: float = 0.95
     power: float = 0.8
     out: str = "results/metarl"
 
     PRESET_DEFAULTS = {
         "default": {},
-        "quick": {"seeds": 6, "targets": 10, "adapt_steps": 20, "maml_outer_steps": 100,
-                  "sets": 30},
+        "quick": {"seeds": 6, "adapt_steps": 20, "maml_outer_steps": 100},
     }
     RUN_CONTROL = cartpole.Config.RUN_CONTROL + ("preset", "set_chunk") + ExecutorConfig.RUN_CONTROL
     STAGE_NAMES = control.Config.STAGE_NAMES + ("pool", "sets")
@@ -157,13 +162,15 @@ class SeedSets:
             seed = int(name.rsplit("seed", 1)[1])
             key_train, key_eval = jax.random.split(jax.random.fold_in(
                 jax.random.key(config.seed + 300), seed))
-            adapted, meta = [], []
+            adapted, meta, begin = [], [], time.perf_counter()
             for start in range(0, len(self.pool), config.set_chunk):
                 chunk = self.pool[start:start + config.set_chunk]
                 result = train(key_train, chunk)  # same init and keys for every set: paired
                 meta.append(np.asarray(result.metrics["post_adaptation_return"]))
                 adapted.append(np.asarray(evaluate(key_eval, result.params, target_ids,
                                                    config.adapt_steps)).mean(1))
+                print(f"  seed {seed}: {start + len(chunk)} of {len(self.pool)} source sets "
+                      f"({time.perf_counter() - begin:.0f} s)", flush=True)
             every = jax.vmap(make_meta_train(maml, family), in_axes=(None, 0))(
                 key_train, np.arange(family.num_tasks, dtype=np.int32)[None])
             out[name] = {"adapted": np.concatenate(adapted), "meta": np.concatenate(meta),
@@ -239,15 +246,24 @@ def detectable_difference(sd: float, n: int, alpha: float, power: float) -> floa
     return float(brentq(shortfall, 0.0, high, xtol=1e-10 * sd))
 
 
-def summarize(config: Config, pool: dict, runs: dict, groupings: dict) -> dict:
-    """The protocol's figures from the seeds' stored results."""
+# How a set's adaptation curve f32[..., adapt_steps + 1] is scored: the return after the last
+# step (the paper's), and the mean over the curve (how fast the meta-initialization adapts;
+# where every set reaches the ceiling by the last step, only this can still differ).
+SCORES = {"final": lambda curve: curve[..., -1], "curve_mean": lambda curve: curve.mean(-1)}
+SCORE_NAMES = {"final": "return after the last adaptation step (the paper's)",
+               "curve_mean": "mean return over the adaptation curve (speed of adaptation)"}
+
+
+def summarize(config: Config, pool: dict, runs: dict, groupings: dict,
+              score: str = "final") -> dict:
+    """The protocol's figures from the seeds' stored results, each set scored by `score`."""
     names = sorted(runs, key=lambda n: int(n.rsplit("seed", 1)[1]))
-    R = np.stack([runs[n]["adapted"][:, -1] for n in names])  # [S, P] after adaptation
+    R = np.stack([SCORES[score](runs[n]["adapted"]) for n in names])  # [S, P]
     R0 = np.stack([runs[n]["adapted"][:, 0] for n in names])  # before
     rows = {name: R[:, pool[name]].mean(1) for name in groupings}
     rows["random"] = R[:, pool["random"]].mean(1)
-    rows["all_sources"] = np.array([runs[n]["all_adapted"][-1] for n in names])
-    extremes = cross_fitted_extremes(R[:, pool["random"]])
+    rows["all_sources"] = np.array([SCORES[score](runs[n]["all_adapted"]) for n in names])
+    extremes = cross_fitted_extremes(R)  # over every set of the pool: the best one found
     rows["oracle"], rows["anti_oracle"] = extremes["oracle"], extremes["anti_oracle"]
     before = {name: R0[:, pool[name]].mean(1) for name in (*groupings, "random")}
     room = headroom(R[:, pool["random"]])
@@ -262,7 +278,7 @@ def summarize(config: Config, pool: dict, runs: dict, groupings: dict) -> dict:
     separation = comparisons["oracle − anti-oracle"]
     return {"rows": rows, "before": before, "headroom": room, "comparisons": comparisons,
             "percentile_among_sets": percentile, "set_means": R.mean(0),
-            "extremes_chosen": {k: [pool["sets"][pool["random"]][i].tolist() for i in v]
+            "extremes_chosen": {k: [pool["sets"][i].tolist() for i in v]
                                 for k, v in extremes["chosen"].items()},
             "discriminates": bool(room["ratio"] > HEADROOM_TARGET
                                   and separation["mean"] > SEPARATION_TARGET * separation["se"]),
@@ -274,19 +290,13 @@ def summarize(config: Config, pool: dict, runs: dict, groupings: dict) -> dict:
 ROW_NAMES = {"oracle": "oracle (best set, cross-fitted)", "ours": "ours (one per group, expected)",
              "gradient_similarity": "gradient similarity (expected)",
              "planted": "planted groups (expected)", "random": "random k tasks (expected)",
-             "all_sources": "MAML on all sources", "anti_oracle": "anti-oracle (worst set, cross-fitted)"}
+             "all_sources": "MAML on all sources",
+             "anti_oracle": "anti-oracle (worst set, cross-fitted)"}
 
 
-def report_lines(config: Config, pool: dict, summary: dict, groupings: dict, maml) -> list[str]:
-    room, rows = summary["headroom"], summary["rows"]
-    S, P = config.seeds, int(pool["random"].sum())
-    paper = control.PAPER_TABLE2.get(config.env, {})
-    verdict = ("the protocol discriminates" if summary["discriminates"] else
-               "the protocol does NOT discriminate on this family: the comparisons below cannot "
-               "rank groupings")
-    order = ("oracle", "ours", "gradient_similarity", "planted", "random", "all_sources",
-             "anti_oracle")
-    lines = [
+def header_lines(config: Config, pool: dict, groupings: dict, maml) -> list[str]:
+    P = int(pool["random"].sum())
+    return [
         f"# Meta-RL that can tell groupings apart: {config.env}", "",
         f"Run `{config.run}`; {config.num_tasks} sources, k = {config.k}; {len(pool['sets'])} "
         f"source sets ({P} in the uniform part: "
@@ -295,16 +305,32 @@ def report_lines(config: Config, pool: dict, summary: dict, groupings: dict, mam
         f"{'a random init' if config.maml_init == 'random' else 'θ*'}, {maml.num_outer_steps} "
         f"outer steps of {maml.meta_batch_size} tasks, outer lr {maml.outer_lr}, inner lr "
         f"{maml.inner_lr}, batches of {maml.num_envs} episodes × {maml.num_steps} steps; "
-        f"{config.adapt_steps} adaptation steps on {config.targets} unseen targets; {S} paired "
-        f"seeds (the same init and sampling keys for every set).", "",
-        f"**Headroom**: the sets' mean adapted returns spread by {room['spread']:.2f} (std over "
+        f"{config.adapt_steps} adaptation steps on {config.targets} unseen targets; "
+        f"{config.seeds} paired seeds (the same init and sampling keys for every set).", "",
+        "Groups: " + "; ".join(f"{name} {group_lists(labels)}"
+                               for name, labels in groupings.items()) + ".", ""]
+
+
+def score_lines(config: Config, pool: dict, summary: dict, score: str) -> list[str]:
+    """One score's section: headroom, verdict, the rows and the paired differences."""
+    room, rows = summary["headroom"], summary["rows"]
+    S, P = config.seeds, int(pool["random"].sum())
+    paper = control.PAPER_TABLE2.get(config.env, {}) if score == "final" else {}
+    verdict = ("the protocol discriminates" if summary["discriminates"] else
+               "the protocol does NOT discriminate on this family with this score: the "
+               "comparisons below cannot rank groupings")
+    order = ("oracle", "ours", "gradient_similarity", "planted", "random", "all_sources",
+             "anti_oracle")
+    lines = [
+        f"## Scored by the {SCORE_NAMES[score]}", "",
+        f"**Headroom**: the sets' mean scores spread by {room['spread']:.2f} (std over "
         f"{P} sets; best {room['best']:.1f}, worst {room['worst']:.1f}) against a seed noise of "
         f"{room['noise']:.2f} per set mean ({room['seed_std']:.2f} per run): ratio "
         f"**{room['ratio']:.1f}** (target > {HEADROOM_TARGET:.0f}; F-test p = "
         f"{room['p_value']:.2g}). Oracle − anti-oracle: "
         f"{summary['comparisons']['oracle − anti-oracle']['t']:.1f} standard errors (target > "
         f"{SEPARATION_TARGET:.0f}). Verdict: {verdict}.", "",
-        "| meta-training set | before adaptation | after adaptation (mean ± std over seeds) | "
+        "| meta-training set | before adaptation | score (mean ± std over seeds) | "
         "percentile among the sets | paper |", "|---|---|---|---|---|",
     ]
     for name in order:
@@ -323,9 +349,7 @@ def report_lines(config: Config, pool: dict, summary: dict, groupings: dict, mam
     for name, d in summary["comparisons"].items():
         lines.append(f"| {name} | {d['mean']:+.2f} | [{d['low']:+.2f}, {d['high']:+.2f}] | "
                      f"{d['p_value']:.2g} | {d['wins']} of {d['n']} | {d['detectable']:.2f} |")
-    lines += ["", "Groups: " + "; ".join(f"{name} {group_lists(labels)}"
-                                          for name, labels in groupings.items()),
-              f"Oracle sets (chosen on each half): {summary['extremes_chosen']['oracle']}; "
+    lines += ["", f"Oracle sets (chosen on each half): {summary['extremes_chosen']['oracle']}; "
               f"anti-oracle: {summary['extremes_chosen']['anti_oracle']}.", ""]
     return lines
 
@@ -353,27 +377,37 @@ def main(argv=None) -> dict:
     pool = {k: np.asarray(v) for k, v in pool.items()}
     seed_sets = SeedSets(config, sources, targets, pool["sets"])
     maml = config.maml()
-    per_run = config.targets * (config.adapt_steps + 1) + 2 * maml.meta_batch_size * \
-        maml.num_outer_steps
+    per_run = (config.targets * (config.adapt_steps + 1)
+               + 2 * maml.meta_batch_size * maml.num_outer_steps) * maml.num_envs * maml.num_steps
     print(f"{len(pool['sets'])} source sets × {config.seeds} seeds: MAML from "
           f"{config.maml_init} init, then {config.adapt_steps} adaptation steps on "
-          f"{config.targets} targets ({per_run * maml.num_envs * maml.num_steps * len(pool['sets']):,} "
+          f"{config.targets} targets ({per_run * len(pool['sets']):,} "
           f"env steps per seed; {executor.name})")
-    runs = stage.batch(seed_sets.names, seed_sets, executor=executor, **STAGES["sets"])
-    summary = summarize(config, pool, runs, groupings)
-    lines = report_lines(config, pool, summary, groupings, maml)
+    if isinstance(executor, InProcess):
+        executor = InProcess(chunk=1)  # one seed per call: each stored as it finishes
+    bar = validate.stored_runs_bar(executor.name, per_run * len(pool["sets"]),
+                                   "{total} seeds of every source set")
+    runs = stage.batch(seed_sets.names, seed_sets, executor=executor, progress=bar,
+                       **STAGES["sets"])
+    summaries = {score: summarize(config, pool, runs, groupings, score) for score in SCORES}
+    summary = summaries["final"]
+    lines = header_lines(config, pool, groupings, maml)
+    for score, result in summaries.items():
+        lines += score_lines(config, pool, result, score)
     lines += ["## Stage timings (s)", "",
               *[f"- {name}: {seconds:.2f}" for name, seconds in stage.timings.items()], ""]
     metrics = {"config": dataclasses.asdict(config), "sets": pool["sets"],
                "groups": {name: labels for name, labels in groupings.items()},
                "theta_star_source_returns": out["returns"], "target_params": targets,
-               **{k: v for k, v in summary.items() if k != "curves"},
-               "stage_seconds": stage.timings}
+               "scores": {score: {k: v for k, v in result.items()
+                                  if k not in ("curves", "meta_curves")}
+                          for score, result in summaries.items()},
+               "meta_curves": summary["meta_curves"], "stage_seconds": stage.timings}
     atomic_write_json(run_dir / "metrics.json", metrics)
     finish_run(stage)
-    atomic_write_bytes(run_dir / "adaptation.png", control.plot_adaptation(
+    atomic_write_bytes(run_dir / "adaptation.png", plot_curves(
         summary["curves"], "adaptation step", "mean return on unseen targets (expected over sets)"))
-    atomic_write_bytes(run_dir / "meta_training.png", control.plot_adaptation(
+    atomic_write_bytes(run_dir / "meta_training.png", plot_curves(
         {"mean over the sets": summary["meta_curves"]}, "MAML outer step",
         "post-adaptation return on the sources"))
     atomic_write_bytes(run_dir / "report.md", "\n".join(lines).encode())

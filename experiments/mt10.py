@@ -53,6 +53,7 @@ from experiments._pipeline import (
     finish_run,
     group_lists,
     parse_config,
+    plot_curves,
     plot_affinity,
     require,
     require_ints,
@@ -481,6 +482,10 @@ def main(argv=None) -> dict:
     atomic_write_bytes(run_dir / "affinity.png", plot_affinity(
         clusters["U"], clusters["ours"], names, f"MT10: estimated task affinity, k={config.k}"))
     atomic_write_bytes(run_dir / "learning.png", plot_learning(curve, steps_per_update, names))
+    if config.downstream:  # every row's training success, one plot (mean ± std over seeds)
+        atomic_write_bytes(run_dir / "downstream.png", plot_curves(
+            metrics["downstream"]["training_success"], "training log interval (of the budget)",
+            "mean training success over tasks"))
     atomic_write_bytes(run_dir / "report.md", "\n".join(lines).encode())
     print("\n" + "\n".join(lines))
     return metrics

@@ -745,16 +745,17 @@ def ground_truth_stages(config: Config, family, agent, star, subsets, batch, exe
     return runs, None if in_process else stored, assemble_truth
 
 
-def stored_runs_bar(executor_name: str, run_steps: int):
-    """A `StageRunner.batch` progress callback: a bar of the fine-tuning runs stored so far (each
-    `run_steps` env steps), with rate and ETA."""
+def stored_runs_bar(executor_name: str, run_steps: int, what: str = "ground truth: {total} "
+                    "fine-tuning runs"):
+    """A `StageRunner.batch` progress callback: a bar of the runs stored so far (each
+    `run_steps` env steps), with rate and ETA; `what` names them ({total}: how many)."""
     bar = None
 
     def stored(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = UpdateBar(total, f"ground truth: {total} fine-tuning runs on {executor_name}",
-                            run_steps, unit="run")
+            bar = UpdateBar(total, f"{what.format(total=total)} on {executor_name}", run_steps,
+                            unit="run")
         while bar.bar.n < done:
             bar(0, float("nan"), float("nan"))  # a run stored; no return to show
         if done == total:

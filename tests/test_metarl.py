@@ -115,11 +115,14 @@ def test_tiny_protocol_run_writes_a_report_whose_rows_are_the_stored_runs(tmp_pa
     saved = json.loads((run_dir / "metrics.json").read_text())
     sets = np.asarray(saved["sets"])
     assert len(sets) == math.comb(4, 2)
-    R = np.stack([np.load(run_dir / "stages" / f"sets.seed{s}.npz")["adapted"][:, -1]
-                  for s in range(3)])
+    curves = np.stack([np.load(run_dir / "stages" / f"sets.seed{s}.npz")["adapted"]
+                       for s in range(3)])  # [seeds, sets, adapt_steps + 1]
+    assert curves.shape == (3, len(sets), 3)
     ours = {tuple(r) for r in metarl.one_per_group_sets(np.asarray(saved["groups"]["ours"]))}
     mask = np.array([tuple(r) in ours for r in sets])
-    np.testing.assert_allclose(saved["rows"]["ours"], R[:, mask].mean(1), rtol=1e-6)
-    np.testing.assert_allclose(saved["rows"]["random"], R.mean(1), rtol=1e-6)
-    assert np.all(np.asarray(saved["rows"]["oracle"]) >= R.min(1))
-    assert metrics["headroom"]["spread"] >= 0
+    for score, R in (("final", curves[..., -1]), ("curve_mean", curves.mean(-1))):
+        rows = saved["scores"][score]["rows"]
+        np.testing.assert_allclose(rows["ours"], R[:, mask].mean(1), rtol=1e-6)
+        np.testing.assert_allclose(rows["random"], R.mean(1), rtol=1e-6)
+        assert np.all(np.asarray(rows["oracle"]) >= R.min(1))
+        assert metrics["scores"][score]["headroom"]["spread"] >= 0

@@ -276,6 +276,11 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
     assert [name for name in stored if name.startswith("sac.mlp")] == ["sac.mlp.all.seed0.npz"]
     for method in ("ours", "gradient_similarity", "random"):
         np.testing.assert_array_equal(success[f"{method}.k1"], success["softmod_all"])
+    # Learning curves: every row's training success over the budget (mean over tasks), plotted.
+    curves = downstream["downstream"]["training_success"]
+    assert set(curves) == set(success) and (run_dir / "downstream.png").stat().st_size > 0
+    assert all(np.isfinite(v).all() and np.asarray(v).shape[0] == 1 for v in curves.values())
+    np.testing.assert_array_equal(curves["ours.k1"], curves["softmod_all"])
     # A rerun with the groups on the MLP and a second seed trains only the learners it lacks:
     # seed 0's baselines load, and at k = 1 the groups are seed 0's MLP on all tasks.
     capsys.readouterr()

@@ -62,7 +62,8 @@ def test_seeds_are_whole_validation_runs_and_the_summary_is_theirs(tmp_path, cap
 
 def test_bad_seed_settings_are_refused_before_any_work(tmp_path):
     out = ["--out", str(tmp_path)]
-    for argv, message in (([*out, "--seeds", "3"], "≥ 2"), ([*out, "--seeds", "1", "1"], "repeat"),
+    for argv, message in (([*out, "--seeds", "3"], "≥ 2"),
+                          ([*out, "--seeds", "1", "1"], "repeat"),
                           ([*out, "--seed", "4"], "set by experiments.seeds"),
                           ([*out, "--hessian-products", "4"], "multiple of 3"),
                           ([*out, "--executor", "dask"], "--executor must be one of")):
