@@ -20,6 +20,8 @@ by which other learners train beside it.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,6 +160,14 @@ def train_learners(config, family, network: str, specs: list) -> list[dict]:
             for index in range(len(specs))]
 
 
+def mean_over_tasks(curve) -> np.ndarray:
+    """f32[I, n] training success → f32[I]: the mean over the tasks with an episode ended in the
+    interval (NaN where none ended)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an interval where no episode ended
+        return np.nanmean(curve, axis=1)
+
+
 def run(config, stage, clusters: dict, executor, family) -> tuple[list[str], dict]:
     """Trains every grouping and baseline through `executor` (`pgx_jax.executor`: in-process,
     every learner of a network together; on Ray, --ray-chunk learners per task, each task
@@ -198,11 +208,11 @@ def run(config, stage, clusters: dict, executor, family) -> tuple[list[str], dic
                     per_task[group] = got[group]
                     curve[:, group] = curves[(config.sac_network, tuple(group), seed)][:, group]
                 success.setdefault((method, k), []).append(per_task)
-                training.setdefault((method, k), []).append(curve.mean(1))
+                training.setdefault((method, k), []).append(mean_over_tasks(curve))
         for name, network in BASELINES.items():
             success.setdefault((name, None), []).append(trained[(network, tuple(range(n)), seed)])
             training.setdefault((name, None), []).append(
-                curves[(network, tuple(range(n)), seed)].mean(1))
+                mean_over_tasks(curves[(network, tuple(range(n)), seed)]))
     success = {key: np.stack(v) for key, v in success.items()}
     training = {key: np.stack(v) for key, v in training.items()}
 

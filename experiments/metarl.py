@@ -16,6 +16,9 @@ meta-training tasks matters at all, and only then which grouping chooses well:
    initialization and sampling keys for every set (common random numbers), so differences
    between sets are measured within a seed. Each seed is one task of the executor (`--executor
    ray` spreads them); inside a seed every set is meta-trained in one vmapped call per chunk.
+   Each set is scored twice: by the return after the last adaptation step (the paper's) and by
+   the mean over the adaptation curve (the speed of adaptation: where every set reaches the
+   ceiling by the last step, only this can still differ); every figure below is given for both.
 4. Headroom: the spread of the sets' mean adapted return against the seed noise of such a mean
    (two-way sets × seeds ANOVA: between-set standard deviation ÷ the residual standard error of
    a set's mean, and its F-test p). The issue's gate: the spread must exceed twice the noise.

@@ -279,7 +279,9 @@ def test_tiny_mt10_run_resumes_after_an_interruption_and_writes_the_report(
     # Learning curves: every row's training success over the budget (mean over tasks), plotted.
     curves = downstream["downstream"]["training_success"]
     assert set(curves) == set(success) and (run_dir / "downstream.png").stat().st_size > 0
-    assert all(np.isfinite(v).all() and np.asarray(v).shape[0] == 1 for v in curves.values())
+    # (NaN where no episode ended in an interval: 200 steps per task end none of 500 steps)
+    shapes = {np.asarray(v).shape for v in curves.values()}
+    assert len(shapes) == 1 and shapes.pop()[0] == 1  # one seed, the same log intervals
     np.testing.assert_array_equal(curves["ours.k1"], curves["softmod_all"])
     # A rerun with the groups on the MLP and a second seed trains only the learners it lacks:
     # seed 0's baselines load, and at k = 1 the groups are seed 0's MLP on all tasks.

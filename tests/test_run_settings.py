@@ -53,8 +53,8 @@ INVALID = [
     (control, ["--seeds", "0"], "--seeds must be an integer >= 1"),
     (validate, ["--env", "venus"], "--env must be one of cartpole, highway, lunarlander, "
                                    "lunarlander-weights"),
-    (control, ["--env", "lunarlander-weights"], "--env must be one of cartpole, highway, "
-                                                "lunarlander, got"),
+    (control, ["--env", "venus"], "--env must be one of cartpole, highway, lunarlander, "
+                                  "lunarlander-weights, highway-weights, lunarlander-swapped"),
     (validate, ["--truth-seeds", "1"], "--truth-seeds must be an integer >= 2"),
     (validate, ["--hessian-checkpoints", "7"], "--hessian-checkpoints .* must divide"),
     (validate, ["--ablation-sizes", "1"], r"--ablation-sizes must lie in \[2, 10\]"),
