@@ -174,8 +174,7 @@ class SeedSets:
                                                    config.adapt_steps)).mean(1))
                 print(f"  seed {seed}: {start + len(chunk)} of {len(self.pool)} source sets "
                       f"({time.perf_counter() - begin:.0f} s)", flush=True)
-            every = jax.vmap(make_meta_train(maml, family), in_axes=(None, 0))(
-                key_train, np.arange(family.num_tasks, dtype=np.int32)[None])
+            every = train(key_train, np.arange(family.num_tasks, dtype=np.int32)[None])
             out[name] = {"adapted": np.concatenate(adapted), "meta": np.concatenate(meta),
                          "all_adapted": np.asarray(evaluate(key_eval, every.params, target_ids,
                                                             config.adapt_steps)).mean(1)[0],
