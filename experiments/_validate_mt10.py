@@ -265,9 +265,14 @@ def run(config: Config, run_dir) -> dict:
     speed = mt10.describe(config, family, f"pgx_jax validation (mt10, {config.preset} preset) "
                                           f"-> {run_dir}")
     num_runs = config.subsets * config.truth_seeds
+    stored = sum((run_dir / "stages" / f"ground_truth.s{j}.seed{k}.npz").exists()
+                 for j in range(config.subsets) for k in range(config.truth_seeds))
     expected = {**mt10.expected_minutes(config, speed, family.max_episode_steps, {}),
-                "ground truth": truth_minutes(config, family, agent, num_runs)}
-    mt10.print_expected(expected, speed, config, f"; ground truth: {num_runs} fine-tuning runs "
+                # the probe (~13 s) only when runs are left to train
+                "ground truth": (truth_minutes(config, family, agent, num_runs - stored)
+                                 if stored < num_runs else 0.0)}
+    mt10.print_expected(expected, speed, config, f"; ground truth: {num_runs - stored} of "
+                        f"{num_runs} fine-tuning runs left "
                         + ("in this process" if executor.name == "inprocess"
                            else "in one process (divide by the Ray workers)"))
     stage = start_run(run_dir, config)
@@ -367,7 +372,8 @@ def write_report(path: Path, config: Config, truth: dict, results: dict, flops: 
         "",
         "## Time",
         "",
-        "Expected before the run (from scratch, one process): "
+        "Expected before this invocation (one process; the pipeline from scratch, the ground truth "
+        "for its runs not stored yet): "
         + ", ".join(f"{stage} {minutes:.0f} min" for stage, minutes in expected.items())
         + f"; the stages took {spent:.0f} min (a resumed stage counts the time it took when it ran).",
         "",
