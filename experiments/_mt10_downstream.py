@@ -198,11 +198,12 @@ def run(config, stage, clusters: dict, executor, family) -> tuple[list[str], dic
             f"{float(out[fresh[0]]['env_seconds']):.0f} s stepping the envs, "
             f"{float(out[fresh[0]]['wait_seconds']):.0f} s waiting for the updates beyond that)")
     success, training = {}, {}  # (name, k) → f32[seeds, n] and f32[seeds, I] (mean over tasks)
+    intervals = len(next(iter(curves.values())))  # log rows, the same for every learner
     for seed in range(config.sac_seeds):
         for k, methods in by_k.items():
             for method, labels in methods.items():
                 per_task = np.full(n, np.nan)
-                curve = np.full((len(next(iter(curves.values()))), n), np.nan)
+                curve = np.full((intervals, n), np.nan)
                 for group in group_lists(labels):
                     got = trained[(config.sac_network, tuple(group), seed)]
                     per_task[group] = got[group]

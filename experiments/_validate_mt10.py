@@ -265,8 +265,8 @@ def run(config: Config, run_dir) -> dict:
     speed = mt10.describe(config, family, f"pgx_jax validation (mt10, {config.preset} preset) "
                                           f"-> {run_dir}")
     num_runs = config.subsets * config.truth_seeds
-    stored = sum((run_dir / "stages" / f"ground_truth.s{j}.seed{k}.npz").exists()
-                 for j in range(config.subsets) for k in range(config.truth_seeds))
+    stored = sum((run_dir / "stages" / f"{name}.npz").exists()
+                 for name in HostTruthRuns.run_names(config.subsets, config.truth_seeds))
     expected = {**mt10.expected_minutes(config, speed, family.max_episode_steps, {}),
                 # the probe (~13 s) only when runs are left to train
                 "ground truth": (truth_minutes(config, family, agent, num_runs - stored)

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from experiments import cartpole, control, validate
 from experiments._pipeline import (
@@ -244,8 +244,7 @@ def detectable_difference(sd: float, n: int, alpha: float, power: float) -> floa
     high = sd
     while shortfall(high) < 0:
         high *= 2
-    from scipy.optimize import brentq
-    return float(brentq(shortfall, 0.0, high, xtol=1e-10 * sd))
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-10 * sd))
 
 
 # How a set's adaptation curve f32[..., adapt_steps + 1] is scored: the return after the last

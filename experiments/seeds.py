@@ -34,8 +34,6 @@ from experiments import table3, validate
 from experiments._pipeline import ExecutorConfig, require, result_settings
 from experiments._runner import StageRunner, atomic_write_bytes, atomic_write_json, run_cli
 
-# Flags this command sets in every seed's validation command line.
-OWN_FLAGS = ("--seed", "--run", "--out", "--executor", "--ray-address", "--ray-chunk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +53,9 @@ class Config(ExecutorConfig):  # Executor: the seeds (each a whole validation ru
                 f"--seeds must be ≥ 2 non-negative ints, got {list(self.seeds)}")
         require(len(set(self.seeds)) == len(self.seeds), f"--seeds repeat: {list(self.seeds)}")
         require(self.run and "/" not in self.run, f"--run must be a plain name, got {self.run!r}")
-        taken = [a for a in self.validate_args if a.split("=")[0] in OWN_FLAGS]
-        require(not taken, f"{', '.join(taken)}: set by experiments.seeds for every seed (use "
-                           "--seeds, --run, --out, --executor here)")
+        # --run, --out and the executor's flags are this command's own (its parser takes them)
+        taken = [a for a in self.validate_args if a.split("=")[0] == "--seed"]
+        require(not taken, "--seed: set by experiments.seeds for every seed (use --seeds)")
         for seed in self.seeds:  # every seed's settings are checked before any work
             self.seed_settings(seed)
 

@@ -675,11 +675,15 @@ class TruthRunIndex:
     (the runs' training keys as raw arrays, picklable)."""
 
     def __init__(self, members, seeds: int, train_keys):
-        self.names = [f"ground_truth.s{j}.seed{k}" for j in range(len(members))
-                      for k in range(seeds)]
+        self.names = self.run_names(len(members), seeds)
         self.row = {name: i for i, name in enumerate(self.names)}
         self.run_members = np.repeat(members, seeds, axis=0)
         self.key_data = np.asarray(jax.random.key_data(train_keys))
+
+    @staticmethod
+    def run_names(subsets: int, seeds: int) -> list[str]:
+        """The stage names of `subsets` × `seeds` runs, subset-major."""
+        return [f"ground_truth.s{j}.seed{k}" for j in range(subsets) for k in range(seeds)]
 
 
 class TruthRuns(TruthRunIndex):
