@@ -42,22 +42,32 @@ def xla_flops(jitted, *args, **kwargs) -> float:
     return float(jitted.lower(*args, **kwargs).compile().cost_analysis()["flops"])
 
 
-def jax_throughput(env, num_envs: int, steps: int, repeats: int, seed: int):
+def jax_throughput(env, num_envs: int, steps: int, repeats: int, seed: int, params=None):
     """(best steps/s, median steps/s, compile + first-run seconds) of a gymnax env.
 
-    `num_envs` envs at the env's default params take `steps` uniform random actions in one
-    jitted `lax.scan`; each of the `repeats` timed runs draws fresh keys.
+    `num_envs` envs take `steps` uniform random actions (discrete, or in a Box) in one jitted
+    `lax.scan`; each of the `repeats` timed runs draws fresh keys. `params`: the env's default
+    params (None), or params with a leading axis of size `num_envs` (one per env, e.g. a task
+    family's params repeated per env).
     """
-    params = env.default_params
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    per_env = params is not None
+    params = env.default_params if params is None else params
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, 0 if per_env else None))
+    space = env.action_space(None)
+
+    def random_actions(key):
+        if hasattr(space, "n"):
+            return jax.random.randint(key, (steps, num_envs), 0, space.n)
+        return jax.random.uniform(key, (steps, num_envs) + tuple(space.shape),
+                                  minval=space.low, maxval=space.high)
 
     @jax.jit
     def run(key):
         key_reset, key_actions, key_steps = jax.random.split(key, 3)
-        _, state = jax.vmap(env.reset, in_axes=(0, None))(
+        _, state = jax.vmap(env.reset, in_axes=(0, 0 if per_env else None))(
             jax.random.split(key_reset, num_envs), params
         )
-        actions = jax.random.randint(key_actions, (steps, num_envs), 0, env.num_actions)
+        actions = random_actions(key_actions)
         keys = jax.random.split(key_steps, (steps, num_envs))
 
         def body(carry, inputs):
@@ -85,14 +95,17 @@ def jax_throughput(env, num_envs: int, steps: int, repeats: int, seed: int):
 def host_throughput(env, steps: int, rng: np.random.Generator):
     """(steps/s of `env.step` alone, steps/s with the resets included) of a Gymnasium env.
 
-    Uniform random discrete actions; the env is reset whenever an episode ends.
+    Uniform random actions (discrete, or in a Box); the env is reset whenever an episode ends.
     """
-    actions = rng.integers(env.action_space.n, size=steps)
+    space = env.action_space
+    discrete = hasattr(space, "n")
+    actions = (rng.integers(space.n, size=steps) if discrete
+               else rng.uniform(space.low, space.high, (steps,) + space.shape).astype(space.dtype))
     env.reset(seed=int(rng.integers(2**31)))
     stepping = resetting = 0.0
     for action in actions:
         start = time.perf_counter()
-        _, _, terminated, truncated, _ = env.step(int(action))
+        _, _, terminated, truncated, _ = env.step(int(action) if discrete else action)
         stepped = time.perf_counter()
         stepping += stepped - start
         if terminated or truncated:

@@ -61,8 +61,15 @@ from experiments._runner import (
     tree_to_arrays,
 )
 from pgx_jax.envs import CARTPOLE_HALF_LENGTHS, HIGHWAY_DENSITIES, LUNAR_LANDER_GRAVITIES
-from pgx_jax.envs.registry import FAMILIES, FamilySpec
-from pgx_jax.rl.ppo import PPOConfig, collect_transitions, evaluate, make_agent, make_train
+from pgx_jax.envs.registry import FAMILIES, HALFCHEETAH_SPEEDS, FamilySpec
+from pgx_jax.rl.ppo import (
+    PPOConfig,
+    collect_transitions,
+    evaluate,
+    make_agent,
+    make_train,
+    random_policy_returns,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +79,7 @@ class Config(EstimationConfig):
     half_lengths: tuple = CARTPOLE_HALF_LENGTHS  # cartpole
     densities: tuple = HIGHWAY_DENSITIES  # highway
     gravities: tuple = LUNAR_LANDER_GRAVITIES  # lunarlander
+    target_speeds: tuple = HALFCHEETAH_SPEEDS  # halfcheetah-vel
     # meta-training (PPO, per task)
     steps_per_task: int = 500_000
     num_envs: int = 8
@@ -87,7 +95,8 @@ class Config(EstimationConfig):
     collect_steps: int = 10_000  # per task, from 10 envs: a 20% holdout is the data of 2 envs
     out: str = "results/cartpole"
 
-    STAGE_NAMES = ("train", "evaluate", "features", "subsets", "estimate", "cluster")
+    STAGE_NAMES = ("train", "evaluate", "random_policy", "features", "subsets", "estimate",
+                   "cluster")
     COLLECT_ENVS = 10  # envs per task that collect the estimator's transitions
 
     def ppo(self) -> PPOConfig:
@@ -148,6 +157,7 @@ PIPELINE_STAGES = {
     "train": {"uses": ("seed", "steps_per_task", "num_envs", "num_steps", "lr", "gamma",
                        "gae_lambda", "hidden", "task_onehot", "clip_value")},
     "evaluate": {"uses": ("eval_envs",), "inputs": ("train",)},
+    "random_policy": {"uses": ("seed", "eval_envs"), "inputs": ("train",)},  # train: the family
     "features": {"uses": ("collect_steps", "dim"), "inputs": ("train",)},
     **ESTIMATION_STAGES,
 }
@@ -191,8 +201,12 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
     returns = stage("evaluate", lambda: {"returns": evaluate(
         agent, params, family, keys[1], num_envs=config.eval_envs, max_steps=500)},
         **PIPELINE_STAGES["evaluate"])["returns"]
+    random_returns = stage("random_policy", lambda: {"returns": random_policy_returns(
+        family, keys[1], num_envs=config.eval_envs, max_steps=500)},
+        **PIPELINE_STAGES["random_policy"])["returns"]
     print("θ* mean return per task: " + " ".join(f"{r:.0f}" for r in returns)
-          + f"  (mean {returns.mean():.1f})")
+          + f"  (mean {returns.mean():.1f}; a uniformly random policy: "
+          + " ".join(f"{r:.0f}" for r in random_returns) + ")")
 
     def features_stage():
         batch = collect_at(config, agent, params, family, keys[2], config.collect_steps)
@@ -204,12 +218,16 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
     feats = pgx.Features(z=f["z"], y=f["y"], w=f["w"], task=f["task"])
     clusters = estimate_and_group(stage, feats, family.num_tasks, keys[4], config)
     return {"family": family, "agent": agent, "ppo": ppo, "params": params, "returns": returns,
+            "random_returns": random_returns,
             "curve": trained["curve"], "features": feats, "clusters": clusters,
             "collect_key": keys[2], "projection_key": keys[3]}
 
 
-def main(argv=None) -> dict:
-    config = parse_config(Config, argv, __doc__.split("\n")[0], defaults_by_env=ENV_DEFAULTS)
+def main(argv=None, config_class=None, description: str | None = None) -> dict:
+    """The pipeline and its report; `config_class`/`description`: another experiment's narrower
+    Config (e.g. `experiments.brax`'s) and its --help line."""
+    config = parse_config(config_class or Config, argv, description or __doc__.split("\n")[0],
+                          defaults_by_env=ENV_DEFAULTS)
     run_dir = Path(config.out) / config.run
     print(f"pgx_jax {config.env} -> {run_dir}")
     stage = start_run(run_dir, config)
@@ -221,6 +239,7 @@ def main(argv=None) -> dict:
         "task_names": names,
         "theta_star_returns": returns,
         "theta_star_mean_return": float(returns.mean()),
+        "random_policy_returns": out["random_returns"],
         "training_curve_mean_return": np.nanmean(out["curve"], axis=1),
         "groups": {m: clusters[m] for m in METHODS},
         "groups_named": {m: [[names[i] for i in g] for g in group_lists(clusters[m])] for m in METHODS},

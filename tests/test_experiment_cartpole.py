@@ -31,10 +31,12 @@ def test_tiny_cartpole_run_writes_results_and_resumes(tmp_path, capsys, monkeypa
         assert sorted(set(saved["groups"][method])) == [0, 1]
     assert np.asarray(saved["affinity"]).shape == (4, 4)
     assert len(saved["scores_heldout"]) == 12
-    assert set(saved["stage_seconds"]) == {"train", "evaluate", "features", "subsets", "estimate", "cluster"}
+    assert set(saved["stage_seconds"]) == {"train", "evaluate", "random_policy", "features",
+                                           "subsets", "estimate", "cluster"}
+    assert len(saved["random_policy_returns"]) == 4
     capsys.readouterr()
     again = cartpole.main(argv)
-    assert capsys.readouterr().out.count("finished earlier") == 6
+    assert capsys.readouterr().out.count("finished earlier") == 7
     np.testing.assert_array_equal(again["groups"]["ours"], metrics["groups"]["ours"])
     np.testing.assert_allclose(again["theta_star_returns"], metrics["theta_star_returns"])
 

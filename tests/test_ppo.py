@@ -7,7 +7,15 @@ import pytest
 
 from pgx_jax import Transitions
 from pgx_jax.envs import cartpole_family
-from pgx_jax.rl.ppo import PPOConfig, collect_transitions, evaluate, gae, make_agent, make_train
+from pgx_jax.rl.ppo import (
+    PPOConfig,
+    collect_transitions,
+    evaluate,
+    gae,
+    make_agent,
+    make_train,
+    random_policy_returns,
+)
 
 
 def numpy_gae(reward, value, next_value, terminated, done, gamma, lam):
@@ -44,6 +52,26 @@ def test_ppo_learns_one_task_far_better_than_random():
     assert untrained < 50
     assert trained > 150 and trained > 4 * untrained, (trained, untrained)
     assert result.metrics["episode_return"].shape == (config.num_updates, 1)
+
+
+def test_random_policy_returns_match_gymnasium_cartpole():
+    """The uniformly random policy on our CartPole (Gymnasium's pole) scores what it scores on
+    Gymnasium's CartPole-v1 (~22 steps), within 4 standard errors of the two means."""
+    gymnasium = pytest.importorskip("gymnasium")
+    ours = float(random_policy_returns(cartpole_family((0.5,)), jax.random.key(0),
+                                       num_envs=1000, max_steps=500)[0])
+    env, rng = gymnasium.make("CartPole-v1"), np.random.default_rng(0)
+    lengths = []
+    for episode in range(1000):
+        env.reset(seed=episode)
+        done, length = False, 0
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(int(rng.integers(2)))
+            length, done = length + reward, terminated or truncated
+        lengths.append(length)
+    # Both means of 1000 episodes; the s.e. of their difference is √2 × one's.
+    standard_error = np.sqrt(2) * np.std(lengths) / np.sqrt(len(lengths))
+    assert abs(ours - np.mean(lengths)) < 4 * standard_error, (ours, np.mean(lengths))
 
 
 def test_fine_tuning_a_subset_starts_from_given_params_and_keeps_one_hot_ids():

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from pgx_jax.envs.brax_family import brax_family
 from pgx_jax.envs.cartpole import CARTPOLE_HALF_LENGTHS, cartpole_family
 from pgx_jax.envs.family import TaskFamily
 from pgx_jax.envs.highway import HIGHWAY_DENSITIES, highway_family
@@ -36,6 +37,21 @@ HIGHWAY_CENTRES = (  # high speed, right lane, −collision
 # Swapped side engines: 5 gravities with Gymnasium's engines, the same 5 with actions 1 and 3
 # exchanged. The observation does not reveal the swap; gravities within a group are close.
 SWAPPED_GRAVITIES = (-10.5, -10.25, -10.0, -9.75, -9.5)
+# brax families (`pgx_jax.envs.brax_family`), MAML's locomotion tasks at its horizon of 200 steps.
+# HalfCheetah-velocity: 10 target speeds spanning MAML's U[0, 2] m/s; the control cost is MAML's
+# 0.05·Σa² = 0.5 × brax's 0.1·Σa² component.
+HALFCHEETAH_SPEEDS = tuple(np.round(np.linspace(0.2, 2.0, 10), 2).tolist())
+BRAX_EPISODE = 200
+BRAX_CTRL_WEIGHT = 0.5
+# Direction families, planted by direction: HalfCheetah forward/backward, each with 5 control-cost
+# weights; Ant at 5 headings within ±20° of forward and of backward.
+DIRECTION_CTRL_WEIGHTS = (0.25, 0.5, 1.0, 1.5, 2.0)
+ANT_HEADINGS = (-20.0, -10.0, 0.0, 10.0, 20.0)
+HALFCHEETAH_CENTRES = (  # run, control cost (brax's components)
+    (0.9, 0.1),  # run
+    (0.5, 0.5),  # trot
+    (0.15, 0.85),  # spare the motors
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +97,43 @@ def _swapped(gravities) -> TaskFamily:
                                swap_side_engines=[False] * half + [True] * (len(gravities) - half))
 
 
+def _halfcheetah_vel(speeds) -> TaskFamily:
+    return brax_family("halfcheetah", target_speeds=speeds, episode_length=BRAX_EPISODE,
+                       weights=[[1.0, BRAX_CTRL_WEIGHT]] * len(speeds))
+
+
+def _halfcheetah_dir(tasks) -> TaskFamily:
+    """tasks: (direction ±1, control-cost weight) pairs."""
+    return brax_family("halfcheetah", episode_length=BRAX_EPISODE,
+                       directions=[[sign, 0.0] for sign, _ in tasks],
+                       weights=[[1.0, ctrl] for _, ctrl in tasks])
+
+
+def _ant_dir(headings) -> TaskFamily:
+    """headings: degrees from +x."""
+    radians = np.radians(np.asarray(headings, dtype=float))
+    return brax_family("ant", episode_length=BRAX_EPISODE,
+                       directions=np.stack([np.cos(radians), np.sin(radians)], 1))
+
+
+def _halfcheetah_weights(weights) -> TaskFamily:
+    return brax_family("halfcheetah", weights=weights, episode_length=BRAX_EPISODE)
+
+
+def _direction_targets(rng, count):
+    """Unseen HalfCheetah directions: forward for the first half, backward for the rest, with
+    control-cost weights in the sources' range."""
+    ctrl = np.round(rng.uniform(min(DIRECTION_CTRL_WEIGHTS), max(DIRECTION_CTRL_WEIGHTS), count), 3)
+    return tuple((1.0 if i < count // 2 else -1.0, float(c)) for i, c in enumerate(ctrl))
+
+
+def _heading_targets(rng, count):
+    """Unseen Ant headings within ±20° of forward (first half) and of backward (the rest)."""
+    offsets = rng.uniform(min(ANT_HEADINGS), max(ANT_HEADINGS), count)
+    return tuple(np.round(offsets + np.where(np.arange(count) < count // 2, 0.0, 180.0),
+                          2).tolist())
+
+
 def _planted_ids(sizes) -> tuple:
     return tuple(int(i) for i, size in enumerate(sizes) for _ in range(size))
 
@@ -124,6 +177,10 @@ _HIGHWAY_PPO = {"steps_per_task": 100_000, "num_envs": 32, "num_steps": 64, "lr"
 # LunarLander 4 seeds left the truth's halves at NMI 0.15 on the paper's gravities (0.81 with 8).
 _HIGHWAY_TRUTH = {"finetune_steps": 10_240}
 _LUNAR_TRUTH = {"truth_seeds": 8}
+# brax: θ* sees the task one-hot (a velocity target or heading is not in the observation, and one
+# policy for all speeds is worse than standing still on the slowest targets).
+_BRAX_PPO = {"steps_per_task": 200_000, "num_envs": 16, "num_steps": 128, "lr": 3e-4,
+             "gamma": 0.99, "gae_lambda": 0.95, "task_onehot": True}
 
 FAMILIES: dict[str, FamilySpec] = {
     "cartpole": FamilySpec(
@@ -157,4 +214,25 @@ FAMILIES: dict[str, FamilySpec] = {
         {**_LUNAR_PPO, **_LUNAR_TRUTH, "k": 2},
         "LunarLander-v3, 5 gravities near −10 with Gymnasium's side engines and the same 5 "
         "with them swapped (planted 5/5, k = 2)"),
+    "halfcheetah-vel": FamilySpec(
+        _halfcheetah_vel, HALFCHEETAH_SPEEDS, "target_speeds", None,
+        _uniform_targets(0.0, 2.0, 3), BRAX_EPISODE, _BRAX_PPO,
+        "brax HalfCheetah, 10 target speeds 0.2–2.0 m/s (MAML's HalfCheetahVel; 200 steps)"),
+    "halfcheetah-dir": FamilySpec(
+        _halfcheetah_dir, tuple((sign, c) for sign in (1.0, -1.0) for c in DIRECTION_CTRL_WEIGHTS),
+        "", _planted_ids((5, 5)), _direction_targets, BRAX_EPISODE, {**_BRAX_PPO, "k": 2},
+        "brax HalfCheetah, forward or backward × 5 control-cost weights (planted 5/5, k = 2)"),
+    "ant-dir": FamilySpec(
+        _ant_dir, tuple(h + base for base in (0.0, 180.0) for h in ANT_HEADINGS), "",
+        _planted_ids((5, 5)), _heading_targets, BRAX_EPISODE, {**_BRAX_PPO, "k": 2},
+        "brax Ant, 5 headings within ±20° of forward and 5 of backward (planted 5/5, k = 2)"),
+    "halfcheetah-weights": FamilySpec(
+        _halfcheetah_weights,
+        tuple(map(tuple, planted_weights(0, HALFCHEETAH_CENTRES, PLANTED_SIZES).round(4))), "",
+        _planted_ids(PLANTED_SIZES), _planted_targets(HALFCHEETAH_CENTRES), BRAX_EPISODE,
+        _BRAX_PPO, "brax HalfCheetah, 10 weightings of run vs control cost around 3 centres "
+        "(planted 3/3/4; MO-Gymnasium's mo-halfcheetah objectives)"),
 }
+BRAX_FAMILIES = tuple(name for name, spec in FAMILIES.items()
+                      if spec.make in (_halfcheetah_vel, _halfcheetah_dir, _ant_dir,
+                                       _halfcheetah_weights))

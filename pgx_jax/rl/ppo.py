@@ -403,6 +403,37 @@ _evaluate = jax.jit(
 )
 
 
+@partial(jax.jit, static_argnames=("env", "discrete", "action_dim", "num_envs", "max_steps"))
+def _random_returns(env, env_params, discrete, action_dim, key, num_envs, max_steps):
+    runner = reset_envs(env, env_params, key, num_envs)
+    space = env.action_space(None)
+    step_env = env_map(env.step)
+    shape = runner.episode_return.shape  # [n, E]
+
+    def one(carry, step_key):
+        state, total, running = carry
+        key_action, key_env = jax.random.split(step_key)
+        action = (jax.random.randint(key_action, shape, 0, action_dim) if discrete
+                  else jax.random.uniform(key_action, shape + (action_dim,),
+                                          minval=space.low, maxval=space.high))
+        _, state, reward, terminated, truncated, _ = step_env(
+            jax.random.split(key_env, shape), state, action, env_params)
+        total = total + running * reward
+        return (state, total, running & ~jnp.logical_or(terminated, truncated)), None
+
+    carry = (runner.state, jnp.zeros(shape), jnp.ones(shape, bool))
+    (_, total, _), _ = jax.lax.scan(one, carry, jax.random.split(key, max_steps))
+    return total.mean(-1)
+
+
+def random_policy_returns(family: TaskFamily, key: jax.Array, *, num_envs: int = 16,
+                          max_steps: int = 500) -> jax.Array:
+    """`evaluate`'s score for the uniformly random policy (actions uniform over the discrete set or
+    the Box): mean return of the first episode of `num_envs` fresh envs per task, f32[n]."""
+    return _random_returns(family.env, family.params, family.discrete, family.action_dim, key,
+                           num_envs, max_steps)
+
+
 def collect_transitions(agent: Agent, params, family: TaskFamily, key: jax.Array, *,
                         steps_per_task: int = 2000, num_envs: int = 10, gamma: float = 0.99,
                         gae_lambda: float = 0.95, task_ids=None) -> Transitions:
