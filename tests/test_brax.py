@@ -1,5 +1,6 @@
 """brax task families: the default task is brax's own env; rewards, physics, ends, bad input."""
 
+import dataclasses
 import re
 
 import jax
@@ -49,19 +50,26 @@ def _brax_rollout(env_name, key):
 
 @pytest.fixture(scope="module")
 def cheetah():
-    """Task 0 is brax's default HalfCheetah; 1 runs backwards; 2 has 2× gravity; 3 weighs the
-    run and control-cost components 0.3/0.7."""
+    """One 5-task family (one compile): task 0 is brax's default HalfCheetah; 1 runs backwards;
+    2 has 2× gravity; 3 weighs run and control cost 0.3/0.7 and truncates after 3 steps; 4
+    tracks 0.5 m/s with 1.5× masses (per-task fields set on the params, as a family of target
+    speeds sets them for all its tasks)."""
     family = brax_family("halfcheetah", backend=BACKEND,
-                         directions=[[1, 0], [-1, 0], [1, 0], [1, 0]],
-                         weights=[[1, 1], [1, 1], [1, 1], [0.3, 0.7]],
-                         gravity_scales=[1, 1, 2, 1])
+                         directions=[[1, 0], [-1, 0], [1, 0], [1, 0], [1, 0]],
+                         weights=[[1, 1], [1, 1], [1, 1], [0.3, 0.7], [1, 1]],
+                         gravity_scales=[1, 1, 2, 1, 1], mass_scales=[1, 1, 1, 1, 1.5])
+    params = family.params.replace(
+        target_speed=family.params.target_speed.at[4].set(0.5),
+        tracks_speed=family.params.tracks_speed.at[4].set(True),
+        max_steps_in_episode=family.params.max_steps_in_episode.at[3].set(3))
+    family = dataclasses.replace(family, params=params)
     key = jax.random.key(3)
     return family, _rollout(family, key), _brax_rollout("halfcheetah", key)
 
 
 def test_default_task_is_brax_own_env_and_every_task_steps_in_one_vmap(cheetah):
     family, (obs, reward, terminated, truncated, info), (brax_obs, brax_reward, metrics) = cheetah
-    assert obs.shape == (STEPS, 4, family.obs_dim) and reward.shape == (STEPS, 4)
+    assert obs.shape == (STEPS, 5, family.obs_dim) and reward.shape == (STEPS, 5)
     np.testing.assert_allclose(obs[:, 0], brax_obs, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reward[:, 0], brax_reward, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(info["reward_vector"][:, 0],
@@ -70,53 +78,52 @@ def test_default_task_is_brax_own_env_and_every_task_steps_in_one_vmap(cheetah):
     # The velocity the run term reads is brax's.
     np.testing.assert_allclose(info["velocity"][:, 0, 0], metrics["x_velocity"], rtol=1e-4,
                                atol=1e-5)
-    assert not np.any(terminated) and not np.any(truncated)
+    assert not np.any(terminated[:, 0]) and not np.any(truncated[:, 0])
 
 
-def test_direction_weights_and_physics_per_task(cheetah):
+def test_direction_target_speed_and_weights_per_task(cheetah):
     family, (obs, reward, _, _, info), (_, _, metrics) = cheetah
-    vector = np.asarray(info["reward_vector"])
+    vector, x_velocity = np.asarray(info["reward_vector"]), np.asarray(metrics["x_velocity"])
     # Task 1 runs backwards: its run term is −x velocity, in the same dynamics as task 0.
     np.testing.assert_allclose(obs[:, 1], obs[:, 0], rtol=1e-6)
-    np.testing.assert_allclose(vector[:, 1, 0], -np.asarray(metrics["x_velocity"]), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(vector[:, 1, 0], -x_velocity, rtol=1e-4, atol=1e-5)
     # Every task's reward is wᵀr.
     weights = np.asarray(family.params.weights)
     np.testing.assert_allclose(reward, np.einsum("tnc,nc->tn", vector, weights), rtol=1e-5,
                                atol=1e-6)
-    # 2× gravity: a different trajectory, from a System whose gravity is doubled.
-    assert np.abs(obs[-1, 2] - obs[-1, 0]).max() > 1e-3
+    # Task 4 tracks 0.5 m/s: run = −|v − 0.5| on its own (heavier) body's velocity.
+    np.testing.assert_allclose(vector[:, 4, 0], -np.abs(np.asarray(info["velocity"])[:, 4, 0] - 0.5),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_physics_scales_reach_the_system(cheetah):
+    family, (obs, *_), _ = cheetah
     base = family.env.brax_env.sys
     heavy = family.env.task_env(family.task_params(2)).sys
     np.testing.assert_allclose(heavy.gravity, 2 * base.gravity)
     np.testing.assert_allclose(heavy.opt.gravity, 2 * base.opt.gravity)
+    massive = family.env.task_env(family.task_params(4)).sys
+    np.testing.assert_allclose(massive.link.inertia.mass, 1.5 * base.link.inertia.mass, rtol=1e-6)
+    np.testing.assert_allclose(massive.body_mass, 1.5 * base.body_mass, rtol=1e-6)
     assert family.env.brax_env.sys is base  # the env's own System is untouched
+    for task in (2, 4):  # other physics, another trajectory
+        assert np.abs(obs[-1, task] - obs[-1, 0]).max() > 1e-3
 
 
-def test_target_speed_run_term_and_masses():
-    family = brax_family("halfcheetah", backend=BACKEND, target_speeds=[0.5, 2.0],
-                         mass_scales=[1.0, 1.5])
-    key = jax.random.key(3)
-    _, _, _, _, info = _rollout(family, key)
-    _, _, metrics = _brax_rollout("halfcheetah", key)
-    np.testing.assert_allclose(info["reward_vector"][:, 0, 0],
-                               -np.abs(np.asarray(metrics["x_velocity"]) - 0.5), rtol=1e-4,
-                               atol=1e-5)
-    heavy = family.env.task_env(family.task_params(1)).sys
-    base = family.env.brax_env.sys
-    np.testing.assert_allclose(heavy.link.inertia.mass, 1.5 * base.link.inertia.mass, rtol=1e-6)
-    np.testing.assert_allclose(heavy.body_mass, 1.5 * base.body_mass, rtol=1e-6)
-    assert family.names == ("v*=0.5,m×1", "v*=2,m×1.5")
-
-
-def test_truncation_at_the_episode_limit_is_not_termination():
-    family = brax_family("halfcheetah", backend=BACKEND, directions=[[1, 0]], episode_length=3)
-    obs, _, terminated, truncated, info = _rollout(family, jax.random.key(0))
-    assert truncated[:, 0].tolist() == [False, False, True, False, False, True, False, False]
+def test_truncation_at_the_episode_limit_is_not_termination(cheetah):
+    _, (obs, _, terminated, truncated, info), _ = cheetah
+    assert truncated[:, 3].tolist() == [False, False, True, False, False, True, False, False]
     assert not np.any(terminated)
     # At the limit the env resets: the returned obs is a fresh start, the final one is kept.
-    assert np.abs(info["final_observation"][2, 0] - obs[2, 0]).max() > 1e-3
-    np.testing.assert_array_equal(info["final_observation"][1, 0], obs[1, 0])
+    assert np.abs(info["final_observation"][2, 3] - obs[2, 3]).max() > 1e-3
+    np.testing.assert_array_equal(info["final_observation"][1, 3], obs[1, 3])
+
+
+def test_task_names_say_what_varies():
+    family = brax_family("halfcheetah", backend=BACKEND, target_speeds=[0.5, 2.0],
+                         mass_scales=[1.0, 1.5], weights=[[1, 0.5], [1, 0.5]])
+    assert family.names == ("v*=0.5,m×1", "v*=2,m×1.5")  # the weights are the same for both
+    assert brax_family("halfcheetah", backend=BACKEND, directions=[[-1, 0]]).names == ("dir=180°",)
 
 
 def test_ant_terminates_when_unhealthy_and_matches_brax():
