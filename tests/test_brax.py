@@ -52,12 +52,12 @@ def _brax_rollout(env_name, key):
 def cheetah():
     """One 5-task family (one compile): task 0 is brax's default HalfCheetah; 1 runs backwards;
     2 has 2× gravity; 3 weighs run and control cost 0.3/0.7 and truncates after 3 steps; 4
-    tracks 0.5 m/s with 1.5× masses (per-task fields set on the params, as a family of target
+    tracks 0.5 m/s with 0.5× gravity (per-task fields set on the params, as a family of target
     speeds sets them for all its tasks)."""
     family = brax_family("halfcheetah", backend=BACKEND,
                          directions=[[1, 0], [-1, 0], [1, 0], [1, 0], [1, 0]],
                          weights=[[1, 1], [1, 1], [1, 1], [0.3, 0.7], [1, 1]],
-                         gravity_scales=[1, 1, 2, 1, 1], mass_scales=[1, 1, 1, 1, 1.5])
+                         gravity_scales=[1, 1, 2, 1, 0.5])
     params = family.params.replace(
         target_speed=family.params.target_speed.at[4].set(0.5),
         tracks_speed=family.params.tracks_speed.at[4].set(True),
@@ -78,7 +78,7 @@ def test_default_task_is_brax_own_env_and_every_task_steps_in_one_vmap(cheetah):
     # The velocity the run term reads is brax's.
     np.testing.assert_allclose(info["velocity"][:, 0, 0], metrics["x_velocity"], rtol=1e-4,
                                atol=1e-5)
-    assert not np.any(terminated[:, 0]) and not np.any(truncated[:, 0])
+    assert not np.any(truncated[:, 0])
 
 
 def test_direction_target_speed_and_weights_per_task(cheetah):
@@ -91,23 +91,22 @@ def test_direction_target_speed_and_weights_per_task(cheetah):
     weights = np.asarray(family.params.weights)
     np.testing.assert_allclose(reward, np.einsum("tnc,nc->tn", vector, weights), rtol=1e-5,
                                atol=1e-6)
-    # Task 4 tracks 0.5 m/s: run = −|v − 0.5| on its own (heavier) body's velocity.
+    # Task 4 tracks 0.5 m/s: run = −|v − 0.5| of its own velocity (under its own gravity).
     np.testing.assert_allclose(vector[:, 4, 0], -np.abs(np.asarray(info["velocity"])[:, 4, 0] - 0.5),
                                rtol=1e-5, atol=1e-6)
 
 
-def test_physics_scales_reach_the_system(cheetah):
+def test_gravity_scale_reaches_every_backend_field_and_the_trajectory(cheetah):
     family, (obs, *_), _ = cheetah
-    base = family.env.brax_env.sys
-    heavy = family.env.task_env(family.task_params(2)).sys
-    np.testing.assert_allclose(heavy.gravity, 2 * base.gravity)
-    np.testing.assert_allclose(heavy.opt.gravity, 2 * base.opt.gravity)
-    massive = family.env.task_env(family.task_params(4)).sys
-    np.testing.assert_allclose(massive.link.inertia.mass, 1.5 * base.link.inertia.mass, rtol=1e-6)
-    np.testing.assert_allclose(massive.body_mass, 1.5 * base.body_mass, rtol=1e-6)
-    assert family.env.brax_env.sys is base  # the env's own System is untouched
-    for task in (2, 4):  # other physics, another trajectory
-        assert np.abs(obs[-1, task] - obs[-1, 0]).max() > 1e-3
+    gravity = np.array(family.env.brax_env.sys.gravity)  # copies, before any task env is made
+    opt_gravity = np.array(family.env.brax_env.sys.opt.gravity)
+    for task, scale in ((2, 2.0), (4, 0.5)):
+        system = family.env.task_env(family.task_params(task)).sys
+        np.testing.assert_allclose(system.gravity, scale * gravity)  # generalized/positional/spring
+        np.testing.assert_allclose(system.opt.gravity, scale * opt_gravity)  # mjx
+        assert np.abs(obs[-1, task] - obs[-1, 0]).max() > 1e-3  # other physics, other trajectory
+    # The env's own System is untouched by the tasks' copies.
+    np.testing.assert_array_equal(family.env.brax_env.sys.gravity, gravity)
 
 
 def test_truncation_at_the_episode_limit_is_not_termination(cheetah):
@@ -121,9 +120,13 @@ def test_truncation_at_the_episode_limit_is_not_termination(cheetah):
 
 def test_task_names_say_what_varies():
     family = brax_family("halfcheetah", backend=BACKEND, target_speeds=[0.5, 2.0],
-                         mass_scales=[1.0, 1.5], weights=[[1, 0.5], [1, 0.5]])
-    assert family.names == ("v*=0.5,m×1", "v*=2,m×1.5")  # the weights are the same for both
-    assert brax_family("halfcheetah", backend=BACKEND, directions=[[-1, 0]]).names == ("dir=180°",)
+                         gravity_scales=[1.0, 1.5], weights=[[1, 0.5], [1, 0.5]])
+    assert family.names == ("v*=0.5,g×1", "v*=2,g×1.5")  # the weights are the same for both
+    # Directions are compared after normalization: (1, 0) and (2, 0) are one direction.
+    assert brax_family("halfcheetah", backend=BACKEND, directions=[[1, 0], [2, 0]],
+                       target_speeds=[1, 2]).names == ("v*=1", "v*=2")
+    assert brax_family("ant", backend=BACKEND, directions=[[np.cos(2.8212), np.sin(2.8212)]]
+                       ).names == ("dir=161.6°",)
 
 
 def test_ant_terminates_when_unhealthy_and_matches_brax():
@@ -157,6 +160,11 @@ def test_ant_terminates_when_unhealthy_and_matches_brax():
     ({"target_speeds": [[1.0]]}, "must have shape [n]"),
     ({"target_speeds": [-1.0]}, "must be >= 0"),
     ({"gravity_scales": [0.0]}, "must be > 0"),
+    ({"weights": [[1, -1]]}, "weights must be >= 0"),
+    ({"directions": [[1, 0]], "names": ("a", "b")}, "names has 2 entries for 1 tasks"),
+    ({"directions": [[1, 0]], "mass_scales": [2.0]}, "no setting ['mass_scales']; per-task "
+     "settings: ['directions', 'target_speeds', 'weights', 'gravity_scales']"),
+    ({"directions": [[1, 0]], "episode_length": True}, "positive int"),
     ({"directions": [[0, 0]]}, "zero vector"),
     ({"directions": [[1, 0]], "episode_length": 0}, "positive int"),
     ({}, "at least one per-task setting"),

@@ -14,10 +14,15 @@ it, (x after − x before)/dt), or `run = −|u·v − v*|` for a task that trac
 view of `pgx_jax.envs.reward_weight` holds: the default task (u = +x, w = 1, no target) is brax's
 own env, reward included.
 
-Physics. `gravity_scales` and `mass_scales` multiply the System's gravity and every link's mass
-and inertia per task (the fields each backend reads: `gravity` and `link.inertia` for
-generalized/positional/spring, `opt.gravity`, `body_mass` and `body_inertia` for mjx), through a
-copy of the env that holds the task's System, as brax's own domain randomization does.
+Physics. `gravity_scales` multiply the System's gravity per task (`gravity`, read by the
+generalized, positional and spring backends, and `opt.gravity`, read by mjx), through a copy of
+the env that holds the task's System, as brax's own domain randomization does. Masses and
+friction are not offered: the backends read them through derived fields that would also have to
+change consistently (positional/spring use mass^(1 − spring_mass_scale), which is 1 for every
+link of Ant; generalized and mjx keep inverse weights computed from the unscaled masses).
+
+Actions are clipped to [−1, 1] (brax's actuator range) before the step, and the control cost is
+brax's, of the clipped action.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from gymnax.environments import environment, spaces
 from pgx_jax.envs.family import TaskFamily
 
 BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
+PER_TASK_SETTINGS = ("directions", "target_speeds", "weights", "gravity_scales")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +69,7 @@ class BraxParams(environment.EnvParams):
 
     direction: f32[2], unit; the direction of the run term. target_speed: f32, v*.
     tracks_speed: bool, run = −|u·v − v*| when True, u·v otherwise. weights: f32[components],
-    w. gravity_scale, mass_scale: f32 physics multipliers. max_steps_in_episode: truncation limit.
+    w. gravity_scale: f32, multiplies gravity. max_steps_in_episode: truncation limit.
     """
 
     direction: jax.Array = struct.field(default_factory=lambda: jnp.array([1.0, 0.0]))
@@ -71,7 +77,6 @@ class BraxParams(environment.EnvParams):
     tracks_speed: jax.Array = struct.field(default_factory=lambda: jnp.bool_(False))
     weights: jax.Array | None = None
     gravity_scale: jax.Array = struct.field(default_factory=lambda: jnp.float32(1.0))
-    mass_scale: jax.Array = struct.field(default_factory=lambda: jnp.float32(1.0))
     max_steps_in_episode: int = 1000
 
 
@@ -80,16 +85,10 @@ class BraxEnvState(environment.EnvState):
     brax: Any  # brax.envs.State
 
 
-def _scaled_system(sys, gravity_scale, mass_scale):
-    """The System with gravity × gravity_scale and every link's mass and inertia × mass_scale."""
-    inertia = sys.link.inertia
-    return sys.tree_replace({
-        "gravity": sys.gravity * gravity_scale,
-        "opt.gravity": sys.opt.gravity * gravity_scale,
-        "link.inertia": inertia.replace(mass=inertia.mass * mass_scale, i=inertia.i * mass_scale),
-        "body_mass": sys.body_mass * mass_scale,
-        "body_inertia": sys.body_inertia * mass_scale,
-    })
+def _scaled_system(sys, gravity_scale):
+    """The System with its gravity × gravity_scale, in the fields every backend reads."""
+    return sys.tree_replace({"gravity": sys.gravity * gravity_scale,
+                             "opt.gravity": sys.opt.gravity * gravity_scale})
 
 
 class BraxTaskEnv(environment.Environment[BraxEnvState, BraxParams]):
@@ -129,7 +128,7 @@ class BraxTaskEnv(environment.Environment[BraxEnvState, BraxParams]):
     def task_env(self, params: BraxParams):
         """brax's env with this task's System (a shallow copy; the original is untouched)."""
         env = copy.copy(self.brax_env)
-        env.sys = _scaled_system(env.sys, params.gravity_scale, params.mass_scale)
+        env.sys = _scaled_system(env.sys, params.gravity_scale)
         return env
 
     def reset_env(self, key, params: BraxParams):
@@ -193,10 +192,10 @@ def _per_task(name: str, value, shape: tuple, n: int | None) -> np.ndarray | Non
 
 
 def brax_family(env_name: str, *, backend: str = "positional", directions=None,
-                target_speeds=None, weights=None, gravity_scales=None, mass_scales=None,
-                episode_length: int = 1000, names=None) -> TaskFamily:
+                target_speeds=None, weights=None, gravity_scales=None,
+                episode_length: int = 1000, names=None, **unknown) -> TaskFamily:
     """n tasks over brax's `env_name`; every per-task setting given has n rows, the others keep
-    brax's defaults (u = +x, no target speed, w = 1, gravity and masses × 1).
+    brax's defaults (u = +x, no target speed, w = 1, gravity × 1).
 
     Args:
       env_name: a key of `REWARD_COMPONENTS` ("halfcheetah", "ant").
@@ -205,25 +204,32 @@ def brax_family(env_name: str, *, backend: str = "positional", directions=None,
         so its directions must be (±1, 0)·c.
       target_speeds: f[n], v* ≥ 0: the task's run term is −|u·v − v*|.
       weights: f[n, components] ≥ 0, w over `REWARD_COMPONENTS[env_name].names`.
-      gravity_scales, mass_scales: f[n] > 0.
+      gravity_scales: f[n] > 0.
       episode_length: truncation limit (brax's training default: 1000).
       names: n task names (default: from the settings that vary).
 
     Raises:
-      ValueError: on an unknown env or backend, settings of the wrong shape or disagreeing task
+      ValueError: on an unknown env, backend or setting (masses, friction: see the module
+        docstring), settings of the wrong shape or disagreeing task
         counts, none given, a direction HalfCheetah cannot run in, a zero direction, negative
         weights or speeds, non-positive scales or episode length.
     """
+    if unknown:
+        raise ValueError(f"brax_family has no setting {sorted(unknown)}; per-task settings: "
+                         f"{list(PER_TASK_SETTINGS)} (masses and friction are not offered: see "
+                         "pgx_jax.envs.brax_family)")
     env = BraxTaskEnv(env_name, backend)
     components = env.components
-    if not isinstance(episode_length, (int, np.integer)) or episode_length < 1:
+    if (isinstance(episode_length, bool) or not isinstance(episode_length, (int, np.integer))
+            or episode_length < 1):
         raise ValueError(f"episode_length must be a positive int, got {episode_length!r}")
     settings = {}
     n = None
-    for name, value, shape in (("directions", directions, (2,)), ("target_speeds", target_speeds, ()),
-                               ("weights", weights, (env.reward_dim,)),
-                               ("gravity_scales", gravity_scales, ()),
-                               ("mass_scales", mass_scales, ())):
+    given = dict(zip(PER_TASK_SETTINGS, (directions, target_speeds, weights, gravity_scales)))
+    shapes = {"directions": (2,), "target_speeds": (), "weights": (env.reward_dim,),
+              "gravity_scales": ()}
+    for name, value in given.items():
+        shape = shapes[name]
         if name == "weights" and value is not None and np.ndim(value) == 2 and \
                 np.shape(value)[1] != env.reward_dim:
             raise ValueError(f"weights must have one column per reward component of {env_name} "
@@ -232,22 +238,20 @@ def brax_family(env_name: str, *, backend: str = "positional", directions=None,
         if settings[name] is not None:
             n = settings[name].shape[0]
     if n is None:
-        raise ValueError("give at least one per-task setting (directions, target_speeds, "
-                         "weights, gravity_scales, mass_scales)")
+        raise ValueError(f"give at least one per-task setting ({', '.join(PER_TASK_SETTINGS)})")
     direction = settings["directions"]
     if direction is not None:
         norm = np.linalg.norm(direction, axis=1, keepdims=True)
         if np.any(norm == 0):
             raise ValueError("directions contain a zero vector")
-        direction = direction / norm
+        direction = settings["directions"] = direction / norm
         if not components.planar and np.any(np.abs(direction[:, 1]) > 1e-9):
             raise ValueError(f"{env_name} moves along x only: directions must be (±1, 0)")
     for name in ("target_speeds", "weights"):
         if settings[name] is not None and np.any(settings[name] < 0):
             raise ValueError(f"{name} must be >= 0")
-    for name in ("gravity_scales", "mass_scales"):
-        if settings[name] is not None and np.any(settings[name] <= 0):
-            raise ValueError(f"{name} must be > 0")
+    if settings["gravity_scales"] is not None and np.any(settings["gravity_scales"] <= 0):
+        raise ValueError("gravity_scales must be > 0")
 
     def column(value, default):
         return jnp.asarray(np.broadcast_to(default, (n,) + np.shape(default)) if value is None
@@ -259,28 +263,29 @@ def brax_family(env_name: str, *, backend: str = "positional", directions=None,
         tracks_speed=jnp.full((n,), settings["target_speeds"] is not None),
         weights=column(settings["weights"], np.ones(env.reward_dim)),
         gravity_scale=column(settings["gravity_scales"], 1.0),
-        mass_scale=column(settings["mass_scales"], 1.0),
         max_steps_in_episode=jnp.full((n,), int(episode_length), jnp.int32))
     if names is None:
         names = tuple(_task_name(settings, i) for i in range(n))
+    elif len(names) != n:
+        raise ValueError(f"names has {len(names)} entries for {n} tasks")
     return TaskFamily(env=env, params=params, names=tuple(names), discrete=False,
                       action_dim=env.action_dim, obs_dim=env.obs_shape[0])
 
 
 def _task_name(settings: dict, i: int) -> str:
     """A short name from the settings that vary across tasks (all given ones when none varies),
-    e.g. "v*=1.2" or "dir=180°,g×0.9"."""
+    e.g. "v*=1.2" or "dir=180°,g×0.9" (directions already normalized)."""
     given = {name: value for name, value in settings.items() if value is not None}
     varying = {name: value for name, value in given.items() if np.ptp(value, axis=0).max() > 0}
     parts = []
     for name, value in (varying or given).items():
         row = value[i]
         if name == "directions":
-            parts.append(f"dir={np.degrees(np.arctan2(row[1], row[0])) % 360:.0f}°")
+            parts.append(f"dir={np.degrees(np.arctan2(row[1], row[0])) % 360:.4g}°")
         elif name == "target_speeds":
             parts.append(f"v*={row:.3g}")
         elif name == "weights":
             parts.append("w=(" + ",".join(f"{w:.3g}" for w in row) + ")")
         else:
-            parts.append(("g×" if name == "gravity_scales" else "m×") + f"{row:.3g}")
+            parts.append(f"g×{row:.3g}")
     return ",".join(parts)

@@ -405,7 +405,8 @@ _evaluate = jax.jit(
 
 @partial(jax.jit, static_argnames=("env", "discrete", "action_dim", "num_envs", "max_steps"))
 def _random_returns(env, env_params, discrete, action_dim, key, num_envs, max_steps):
-    runner = reset_envs(env, env_params, key, num_envs)
+    key_reset, key_run = jax.random.split(key)
+    runner = reset_envs(env, env_params, key_reset, num_envs)
     space = env.action_space(None)
     step_env = env_map(env.step)
     shape = runner.episode_return.shape  # [n, E]
@@ -422,7 +423,7 @@ def _random_returns(env, env_params, discrete, action_dim, key, num_envs, max_st
         return (state, total, running & ~jnp.logical_or(terminated, truncated)), None
 
     carry = (runner.state, jnp.zeros(shape), jnp.ones(shape, bool))
-    (_, total, _), _ = jax.lax.scan(one, carry, jax.random.split(key, max_steps))
+    (_, total, _), _ = jax.lax.scan(one, carry, jax.random.split(key_run, max_steps))
     return total.mean(-1)
 
 
