@@ -102,7 +102,7 @@ def stage_uses(*tables) -> set:
 
 # Fields that decide which stages run (or define the task family, which enters "train" as
 # `family_settings`), not what a stage computes.
-FAMILY_FLAGS = {"env", "half_lengths", "densities", "gravities"}
+FAMILY_FLAGS = {"env", "half_lengths", "densities", "gravities", "target_speeds"}
 NOT_STAGE_SETTINGS = {
     cartpole: FAMILY_FLAGS,
     synthetic: set(),
@@ -150,6 +150,7 @@ CARTPOLE_CHANGES = {
     "task_onehot": ("--task-onehot", "train"), "clip_value": ("--no-clip-value", "train"), "eval_envs": (["3"], "evaluate"),
     "env": (["highway", "--densities", "0.5", "1", "1.5", "2"], "train"),
     "densities": (["0.5", "1", "1.5", "2"], None), "gravities": (["-9", "-8"], None),
+    "target_speeds": (["0.5", "1"], None),
     "task_effects": (["remove"], "cluster"),
     "collect_steps": (["120"], "features"), "dim": (["8"], "features"),
     "subsets": (["10"], "subsets"), "subset_size": (["2"], "subsets"),
@@ -228,7 +229,7 @@ def ran_and_loaded(text: str):
 
 @pytest.mark.parametrize("extra, recomputed", [
     (["--k", "3", "--force"], {"cluster"}),
-    (["--eval-envs", "3", "--force"], {"evaluate"}),
+    (["--eval-envs", "3", "--force"], {"evaluate", "random_policy"}),
     (["--dim", "8", "--force"], {"features", "estimate", "cluster"}),
     (["--restart-from", "estimate"], {"estimate", "cluster"}),
 ])
