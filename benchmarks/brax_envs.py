@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import jax
 import numpy as np
 
 from benchmarks import require_bench_extra
-from benchmarks.timing import host_throughput, jax_throughput
+from benchmarks.timing import host_throughput, jax_throughput, timed
 from pgx_jax.envs.brax_family import BRAX_BACKENDS, brax_family
 
 REFERENCES = {"halfcheetah": "HalfCheetah-v5", "ant": "Ant-v5"}
@@ -66,12 +65,8 @@ def brax_own_rate(env_name: str, backend: str, num_envs: int, steps: int, repeat
 
         return jax.lax.scan(body, state, actions)[1].sum()
 
-    jax.block_until_ready(run(jax.random.key(seed)))
-    times = []
-    for r in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(jax.random.key(seed + 1 + r)))
-        times.append(time.perf_counter() - start)
+    timed(lambda: run(jax.random.key(seed)))  # compile
+    times = [timed(lambda r=r: run(jax.random.key(seed + 1 + r)))[1] for r in range(repeats)]
     return float(np.median(num_envs * steps / np.asarray(times)))
 
 
