@@ -281,16 +281,17 @@ class UpdateBar:
         self.shown = {}  # the return and success last shown
 
     def __call__(self, update, mean_return, success=None) -> None:
-        """`success` NaN means no episode ended in this update (host-stepped envs): the return
-        and success shown stay those of the last update in which one did."""
+        """`mean_return` or `success` NaN means no episode ended in this update (episodes longer
+        than a rollout): the return and success shown stay those of the last update in which one
+        did."""
         self.bar.update(1)
+        if not np.isnan(float(mean_return)) and (success is None or not np.isnan(success)):
+            self.shown["mean_return"] = f"{float(mean_return):.1f}"
+            if success is not None:
+                self.shown["success"] = f"{float(success):.2f}"
         if self.bar.n % 10 == 0 or self.bar.n == self.bar.total or success is not None:
             rate = ((self.bar.n - self.initial) * self.steps_per_update
                     / (time.perf_counter() - self.start))
-            if success is None or not np.isnan(success):
-                self.shown["mean_return"] = f"{float(mean_return):.1f}"
-                if success is not None:
-                    self.shown["success"] = f"{float(success):.2f}"
             self.bar.set_postfix({**self.shown, "steps_per_s": f"{rate:,.0f}"})
 
     def close(self) -> None:

@@ -90,6 +90,10 @@ class Config(EstimationConfig):
     hidden: tuple = (64, 64)
     task_onehot: bool = False
     clip_value: bool = True  # PPO's value clipping (see PPOConfig.clip_value)
+    normalize_obs: bool = False  # running observation statistics (see PPOConfig.normalize_obs)
+    ent_coef: float = 0.01
+    update_epochs: int = 4  # passes over each rollout
+    num_minibatches: int = 4  # per pass
     eval_envs: int = 16
     # estimation
     collect_steps: int = 10_000  # per task, from 10 envs: a 20% holdout is the data of 2 envs
@@ -100,10 +104,13 @@ class Config(EstimationConfig):
     COLLECT_ENVS = 10  # envs per task that collect the estimator's transitions
 
     def ppo(self) -> PPOConfig:
+        """θ*'s PPO; fine-tuning from θ* (`experiments.validate`) keeps all but the budget."""
         return PPOConfig(steps_per_task=self.steps_per_task, num_envs=self.num_envs,
                          num_steps=self.num_steps, lr=self.lr, gamma=self.gamma,
                          gae_lambda=self.gae_lambda, hidden=self.hidden,
-                         task_onehot=self.task_onehot, clip_value=self.clip_value)
+                         task_onehot=self.task_onehot, clip_value=self.clip_value,
+                         normalize_obs=self.normalize_obs, ent_coef=self.ent_coef,
+                         update_epochs=self.update_epochs, num_minibatches=self.num_minibatches)
 
     # The families these settings accept (experiments narrow it).
     ENVS = tuple(FAMILIES)
@@ -128,11 +135,12 @@ class Config(EstimationConfig):
         self.check_family()
         super().check()
         require_ints(self, 1, "steps_per_task", "num_envs", "num_steps", "eval_envs",
-                     "collect_steps")
+                     "collect_steps", "update_epochs", "num_minibatches")
+        require(self.ent_coef >= 0, f"--ent-coef must be ≥ 0, got {self.ent_coef}")
         require_widths(self, "hidden")
         require_numbers(self, 0, 1, "gamma", "gae_lambda")
         require_numbers(self, 0, 1, "lr", open_low=True)
-        require_ppo_budget(self, "steps_per_task", "num_envs", self.ppo)
+        require_ppo_budget(self, "steps_per_task", "num_envs", self.ppo, "num_minibatches")
         require(self.collect_steps % self.COLLECT_ENVS == 0,
                 f"--collect-steps must be a multiple of {self.COLLECT_ENVS} (the collecting envs "
                 f"per task), got {self.collect_steps}")
@@ -155,7 +163,8 @@ ENV_DEFAULTS = {name: spec.defaults for name, spec in FAMILIES.items()}
 # task family is added to "train" (`family_settings`). The estimator's stages follow.
 PIPELINE_STAGES = {
     "train": {"uses": ("seed", "steps_per_task", "num_envs", "num_steps", "lr", "gamma",
-                       "gae_lambda", "hidden", "task_onehot", "clip_value")},
+                       "gae_lambda", "hidden", "task_onehot", "clip_value",
+                       "normalize_obs", "ent_coef", "update_epochs", "num_minibatches")},
     "evaluate": {"uses": ("eval_envs",), "inputs": ("train",)},
     "random_policy": {"uses": ("seed", "eval_envs"), "inputs": ("train",)},  # train: the family
     "features": {"uses": ("collect_steps", "dim"), "inputs": ("train",)},
@@ -190,7 +199,10 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
                         family.num_tasks * ppo.num_envs * ppo.num_steps)
         result = jax.block_until_ready(jax.jit(make_train(ppo, family, progress=bar))(keys[0]))
         bar.close()
-        curve = np.asarray(result.metrics["episode_return"])
+        # NaN for the updates in which no episode of a task ended (episodes longer than a
+        # rollout), so the curve's mean skips them instead of averaging in zeros.
+        curve = np.where(np.asarray(result.metrics["episodes"]) > 0,
+                         np.asarray(result.metrics["episode_return"]), np.nan)
         atomic_write_bytes(run_dir / "theta_star.msgpack", serialization.to_bytes(result.params))
         return {"curve": curve, **tree_to_arrays(result.params, "param")}
 
@@ -240,7 +252,10 @@ def main(argv=None, config_class=None, description: str | None = None) -> dict:
         "theta_star_returns": returns,
         "theta_star_mean_return": float(returns.mean()),
         "random_policy_returns": out["random_returns"],
-        "training_curve_mean_return": np.nanmean(out["curve"], axis=1),
+        # Per update, the mean over tasks of the returns of the episodes that ended in it;
+        # null where none ended.
+        "training_curve_mean_return": [
+            None if np.isnan(row).all() else float(np.nanmean(row)) for row in out["curve"]],
         "groups": {m: clusters[m] for m in METHODS},
         "groups_named": {m: [[names[i] for i in g] for g in group_lists(clusters[m])] for m in METHODS},
         "subsets": clusters["subsets"],

@@ -176,7 +176,8 @@ class Config(cartpole.Config, ExecutorConfig, TruthConfig):  # Executor: the gro
         require_ints(self, 1, "finetune_steps", "finetune_envs", "eval_envs", "table1_subsets",
                      "ablation_repeats", "hessian_collect_steps", "hessian_steps",
                      "hessian_checkpoints", "hessian_products")
-        require_ppo_budget(self, "finetune_steps", "finetune_envs", self.finetune)
+        require_ppo_budget(self, "finetune_steps", "finetune_envs", self.finetune,
+                           "num_minibatches")
         require(1 <= self.table1_subset_size <= n,
                 f"--table1-subset-size must lie in [1, {n}] (the family has {n} tasks), got "
                 f"{self.table1_subset_size}")
@@ -201,10 +202,10 @@ class Config(cartpole.Config, ExecutorConfig, TruthConfig):  # Executor: the gro
         super().check_family()
 
     def finetune(self) -> PPOConfig:
-        return PPOConfig(steps_per_task=self.finetune_steps, num_envs=self.finetune_envs,
-                         num_steps=self.num_steps, lr=self.finetune_lr, gamma=self.gamma,
-                         gae_lambda=self.gae_lambda, hidden=self.hidden,
-                         task_onehot=self.task_onehot)
+        """θ*'s PPO (value clipping, entropy, epochs, minibatches, …) with the fine-tuning budget
+        and step size; θ*'s observation statistics stay frozen (`ppo.make_finetune`)."""
+        return dataclasses.replace(self.ppo(), steps_per_task=self.finetune_steps,
+                                   num_envs=self.finetune_envs, lr=self.finetune_lr)
 
 
 # What each stage after the estimator's depends on (see cartpole.PIPELINE_STAGES).

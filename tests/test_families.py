@@ -116,3 +116,15 @@ def test_every_registered_family_builds_with_its_planted_groups():
         if spec.planted is not None:
             assert len(spec.planted) == family.num_tasks, name
         assert spec.defaults.get("k", 3) <= family.num_tasks
+
+
+def test_every_registered_family_defaults_make_valid_experiment_settings():
+    """Each family's PPO settings pass θ*'s and the validation's checks (fine-tuning included:
+    its envs × steps split into θ*'s minibatches), for both presets."""
+    from experiments import validate
+
+    for name in FAMILIES:
+        for preset in ("default", "quick"):
+            config = validate.parse(["--env", name, "--preset", preset])
+            assert config.env == name
+            assert config.finetune().num_minibatches == config.ppo().num_minibatches

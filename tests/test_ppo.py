@@ -139,3 +139,66 @@ def test_value_loss_with_and_without_value_clipping(clip_value):
     expected = 0.5 * np.mean(np.maximum(100.0 ** 2, np.asarray(clipped - target) ** 2)) if clip_value \
         else 0.5 * 100.0 ** 2
     assert float(parts["value_loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_obs_norm_learns_statistics_of_every_rollout_then_freezes_for_fine_tuning():
+    from pgx_jax.rl.ppo import TrainState, make_optimizer, reset_envs, rollout, trainable, update_step
+
+    family = cartpole_family((0.3, 1.2))
+    config = PPOConfig(steps_per_task=128, num_envs=2, num_steps=32, task_onehot=True,
+                       normalize_obs=True)
+    agent = make_agent(family, config)
+    params = agent.init(jax.random.key(0), family.obs_dim)
+    np.testing.assert_array_equal(params["obs_norm"].mean, np.zeros(4))
+    # One update by hand: the statistics become the rollout's raw observations' moments (NumPy).
+    tx = make_optimizer(config)
+    ids = jnp.arange(2)
+    state = TrainState(params=params, opt_state=tx.init(trainable(params)),
+                       env=reset_envs(family.env, family.params, jax.random.key(1), 2),
+                       key=jax.random.key(2))
+    after, _ = update_step(agent, config, family.env, family.params, ids, tx, True, state)
+    _, trajectory, _ = rollout(agent, family.env, family.params, ids, params, state.env,
+                               jax.random.split(state.key, 3)[1], config.num_steps)
+    raw = np.asarray(trajectory.raw_obs).reshape(-1, 4)
+    assert raw.shape == (32 * 2 * 2, 4)
+    np.testing.assert_allclose(after.params["obs_norm"].mean, raw.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(after.params["obs_norm"].var, raw.var(0), rtol=1e-3, atol=1e-6)
+    # The policy's inputs are clip((s − μ)/σ, ±10) then the one-hot (closed form).
+    obs = jnp.asarray(raw[:5] * 50)
+    moments = after.params["obs_norm"]
+    expected = np.clip((raw[:5] * 50 - moments.mean) / np.sqrt(moments.var + 1e-8), -10, 10)
+    inputs = agent.inputs(after.params, obs, jnp.ones(5, jnp.int32))
+    np.testing.assert_allclose(inputs[:, :4], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(inputs[:, 4:], np.tile([0, 1], (5, 1)))
+    # Without the update flag the statistics stay; training from scratch counts every step.
+    frozen, _ = update_step(agent, config, family.env, family.params, ids, tx, False, state)
+    np.testing.assert_array_equal(frozen.params["obs_norm"].mean, params["obs_norm"].mean)
+    star = make_train(config, family)(jax.random.key(3)).params
+    assert float(star["obs_norm"].count) == pytest.approx(2 * 128 + 1e-4)  # n × steps_per_task
+    tuned = make_train(config, family, task_ids=[1], init_params=star)(jax.random.key(4)).params
+    np.testing.assert_array_equal(tuned["obs_norm"].mean, star["obs_norm"].mean)
+    np.testing.assert_array_equal(tuned["obs_norm"].var, star["obs_norm"].var)
+    assert float(jnp.abs(tuned["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]
+                         - star["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]).max()) > 0
+    # The estimator's transitions carry the normalized inputs.
+    batch = collect_transitions(agent, star, family, jax.random.key(5), steps_per_task=20,
+                                num_envs=2)
+    assert float(jnp.abs(batch.obs[:, :4]).max()) <= 10.0
+
+
+def test_progress_reports_nan_until_an_episode_ends():
+    """CartPole episodes last ≥ 8 steps, so the first 4-step update ends none: NaN, not 0."""
+    family = cartpole_family((0.5, 1.0))
+    config = PPOConfig(steps_per_task=64, num_envs=2, num_steps=4, num_minibatches=1)
+    reported = []
+    result = jax.jit(make_train(config, family, progress=lambda step, ret: reported.append(
+        float(ret))))(jax.random.key(0))
+    jax.block_until_ready(result.params)
+    episodes = np.asarray(result.metrics["episodes"])
+    returns = np.asarray(result.metrics["episode_return"])
+    assert len(reported) == config.num_updates and np.isnan(reported[0])
+    for value, ended, ret in zip(reported, episodes, returns):
+        if ended.sum():
+            assert value == pytest.approx(ret[ended > 0].mean(), rel=1e-5)
+        else:
+            assert np.isnan(value)

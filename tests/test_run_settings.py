@@ -147,7 +147,10 @@ CARTPOLE_CHANGES = {
     "steps_per_task": (["2048"], "train"), "num_envs": (["4"], "train"),
     "num_steps": (["64"], "train"), "lr": (["1e-3"], "train"), "gamma": (["0.9"], "train"),
     "gae_lambda": (["0.9"], "train"), "hidden": (["32", "32"], "train"),
-    "task_onehot": ("--task-onehot", "train"), "clip_value": ("--no-clip-value", "train"), "eval_envs": (["3"], "evaluate"),
+    "task_onehot": ("--task-onehot", "train"), "clip_value": ("--no-clip-value", "train"),
+    "normalize_obs": ("--normalize-obs", "train"), "ent_coef": (["0"], "train"),
+    "update_epochs": (["2"], "train"), "num_minibatches": (["2"], "train"),
+    "eval_envs": (["3"], "evaluate"),
     "env": (["highway", "--densities", "0.5", "1", "1.5", "2"], "train"),
     "densities": (["0.5", "1", "1.5", "2"], None), "gravities": (["-9", "-8"], None),
     "target_speeds": (["0.5", "1"], None),
@@ -347,4 +350,10 @@ def test_update_bar_keeps_the_last_return_when_no_episode_ended():
     assert bar.bar.postfix.startswith("mean_return=12.5, success=0.40")
     bar(2, 20.0, 0.6)
     assert bar.bar.postfix.startswith("mean_return=20.0, success=0.60")
+    bar.close()
+    # The JAX PPO's bar (no success): NaN return = no episode ended, shown at every 10th update.
+    bar = UpdateBar(20, "test", steps_per_update=10)
+    for update in range(10):
+        bar(update, -150.0 if update == 3 else float("nan"))
+    assert bar.bar.postfix.startswith("mean_return=-150.0")
     bar.close()

@@ -8,6 +8,15 @@ fine-tunes a given θ on a subset of them (`task_ids`, `init_params`).
 Advantages are GAE(λ). Time-limit truncation is bootstrapped: gymnax 1.0 reports the
 observation before its automatic reset in `info["final_observation"]`, so the target of every
 step is r + γ·(1 − terminated)·V(s'), and only true termination cuts the bootstrap.
+
+Observation normalization (`PPOConfig.normalize_obs`, off by default): running mean and variance
+of every raw observation seen while training θ* from scratch, updated after each rollout (as
+brax's PPO does), the input being clip((s − μ)/σ, ±10) then the task one-hot. The statistics are
+part of the agent params (`params["obs_norm"]`, not trained by the optimizer) and are frozen
+whenever training starts from given params (fine-tuning θ* on a subset), so θ* and every policy
+fine-tuned from it see the same inputs, and so do the estimator's features: `Transitions.obs` are
+the normalized policy inputs. Any params that hold `obs_norm` are normalized by `Agent.inputs`,
+whichever code built the agent.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import optax
 from flax import struct
 
 from pgx_jax.envs.family import TaskFamily
+from pgx_jax.rl.moments import RunningMoments
 from pgx_jax.rl.policies import CategoricalMLP, GaussianMLP, ValueMLP
 from pgx_jax.types import Transitions
 
@@ -50,6 +60,7 @@ class PPOConfig:
     anneal_lr: bool = True
     hidden: tuple[int, ...] = (64, 64)
     task_onehot: bool = False
+    normalize_obs: bool = False
 
     def __post_init__(self):
         for name in ("steps_per_task", "num_envs", "num_steps", "update_epochs", "num_minibatches"):
@@ -77,12 +88,15 @@ class Agent:
 
     `observe` appends the one-hot id of each task (in the FULL family's numbering) when
     `task_onehot` is set, so a fine-tuned policy sees the same inputs as the meta-policy.
+    `normalize_obs` makes `init` add observation statistics (`params["obs_norm"]`); `inputs`
+    applies them wherever params hold them.
     """
 
     actor: nn.Module
     critic: nn.Module
     num_tasks: int
     task_onehot: bool
+    normalize_obs: bool = False
 
     def observe(self, obs: jax.Array, task: jax.Array) -> jax.Array:
         """obs f32[..., obs_dim], task int[...] → policy input f32[..., obs_dim (+ n)]."""
@@ -90,10 +104,21 @@ class Agent:
             return obs
         return jnp.concatenate([obs, jax.nn.one_hot(task, self.num_tasks)], -1)
 
+    def inputs(self, params, obs: jax.Array, task: jax.Array) -> jax.Array:
+        """Raw obs f32[..., obs_dim] → policy input: normalized if `params` hold `obs_norm`,
+        then `observe`d."""
+        if "obs_norm" in params:
+            obs = params["obs_norm"].normalize(obs)
+        return self.observe(obs, task)
+
     def init(self, key: jax.Array, obs_dim: int):
         dummy = jnp.zeros(obs_dim + (self.num_tasks if self.task_onehot else 0))
         key_actor, key_critic = jax.random.split(key)
-        return {"actor": self.actor.init(key_actor, dummy), "critic": self.critic.init(key_critic, dummy)}
+        params = {"actor": self.actor.init(key_actor, dummy),
+                  "critic": self.critic.init(key_critic, dummy)}
+        if self.normalize_obs:
+            params["obs_norm"] = RunningMoments.create((obs_dim,))
+        return params
 
 
 def make_agent(family: TaskFamily, config: PPOConfig) -> Agent:
@@ -102,7 +127,13 @@ def make_agent(family: TaskFamily, config: PPOConfig) -> Agent:
         if family.discrete
         else GaussianMLP(action_dim=family.action_dim, hidden=config.hidden)
     )
-    return Agent(actor, ValueMLP(hidden=config.hidden), family.num_tasks, config.task_onehot)
+    return Agent(actor, ValueMLP(hidden=config.hidden), family.num_tasks, config.task_onehot,
+                 config.normalize_obs)
+
+
+def trainable(params) -> dict:
+    """The params the optimizer updates: all but the observation statistics."""
+    return {name: value for name, value in params.items() if name != "obs_norm"}
 
 
 @struct.dataclass
@@ -117,6 +148,9 @@ class Trajectory:
     terminated: jax.Array
     done: jax.Array
     next_value: jax.Array  # V(s') with s' the pre-reset next observation
+    # The observations before normalization, kept only when the params normalize (to update
+    # the statistics); None otherwise.
+    raw_obs: jax.Array | None = None
 
 
 @struct.dataclass
@@ -162,7 +196,7 @@ def rollout(agent: Agent, env, env_params, task_ids, params, runner: EnvRunner,
 
     def one_step(runner, step_key):
         key_action, key_env = jax.random.split(step_key)
-        policy_obs = agent.observe(runner.obs, task_grid)
+        policy_obs = agent.inputs(params, runner.obs, task_grid)
         action = (
             agent.actor.mode(params["actor"], policy_obs)
             if greedy
@@ -175,7 +209,7 @@ def rollout(agent: Agent, env, env_params, task_ids, params, runner: EnvRunner,
             env_keys, runner.state, action, env_params
         )
         next_value = agent.critic.apply(
-            params["critic"], agent.observe(info["final_observation"], task_grid)
+            params["critic"], agent.inputs(params, info["final_observation"], task_grid)
         )
         done = jnp.logical_or(terminated, truncated)
         episode_return = runner.episode_return + reward
@@ -184,7 +218,7 @@ def rollout(agent: Agent, env, env_params, task_ids, params, runner: EnvRunner,
         transition = Trajectory(
             obs=policy_obs, action=action, log_prob=log_prob, value=value, reward=reward,
             terminated=terminated.astype(jnp.float32), done=done.astype(jnp.float32),
-            next_value=next_value,
+            next_value=next_value, raw_obs=runner.obs if "obs_norm" in params else None,
         )
         return runner, (transition, finished)
 
@@ -239,7 +273,8 @@ def learn(agent: Agent, config: PPOConfig, tx, params, opt_state, trajectory: Tr
     )
     # Flatten [T, n, E] → [B]; each minibatch mixes all tasks.
     flat = jax.tree_util.tree_map(
-        lambda x: x.reshape((-1,) + x.shape[3:]), (trajectory, advantage, target)
+        lambda x: x.reshape((-1,) + x.shape[3:]),
+        (trajectory.replace(raw_obs=None), advantage, target),
     )
     batch_size = flat[1].shape[0]
     grad_fn = jax.grad(partial(ppo_loss, agent, config), has_aux=True)
@@ -274,14 +309,21 @@ def episode_metrics(finished: jax.Array) -> dict:
 
 
 def update_step(agent: Agent, config: PPOConfig, env, env_params, task_ids, tx,
-                state: TrainState, _update_index=None):
-    """One PPO update: a rollout, GAE, then epochs of minibatch gradient steps."""
+                update_obs_norm: bool, state: TrainState, _update_index=None):
+    """One PPO update: a rollout, GAE, then epochs of minibatch gradient steps.
+
+    With `update_obs_norm`, the observation statistics (if the params hold them) then absorb the
+    rollout's raw observations; the rollout itself was normalized with the previous ones.
+    """
     key, key_rollout, key_epochs = jax.random.split(state.key, 3)
     runner, trajectory, finished = rollout(
         agent, env, env_params, task_ids, state.params, state.env, key_rollout, config.num_steps
     )
-    params, opt_state, losses = learn(agent, config, tx, state.params, state.opt_state,
-                                      trajectory, key_epochs)
+    params, opt_state, losses = learn(agent, config, tx, trainable(state.params),
+                                      state.opt_state, trajectory, key_epochs)
+    if "obs_norm" in state.params:
+        obs_norm = state.params["obs_norm"]
+        params["obs_norm"] = obs_norm.update(trajectory.raw_obs) if update_obs_norm else obs_norm
     metrics = {**episode_metrics(finished), **losses}
     return TrainState(params=params, opt_state=opt_state, env=runner, key=key), metrics
 
@@ -311,7 +353,8 @@ def _selection(family: TaskFamily, task_ids):
     return jnp.asarray(ids), subset.params
 
 
-def make_finetune(config: PPOConfig, family: TaskFamily, progress=None):
+def make_finetune(config: PPOConfig, family: TaskFamily, progress=None,
+                  update_obs_norm: bool = False):
     """Returns `run(key, task_ids, init_params) -> TrainResult`, pure and jittable.
 
     Unlike `make_train`, the task ids are an argument (int32[α]), so one jitted `run` can be
@@ -322,19 +365,22 @@ def make_finetune(config: PPOConfig, family: TaskFamily, progress=None):
       family: the task family.
       progress: optional `progress(update_index, mean_episode_return)` called from inside the
         jitted loop after every update (through `jax.debug.callback`), e.g. to drive a bar.
+      update_obs_norm: let the observation statistics in the params (if any) follow the data;
+        off for fine-tuning, which keeps θ*'s.
     """
     agent = make_agent(family, config)
     tx = make_optimizer(config)
 
     def run(key: jax.Array, task_ids: jax.Array, init_params) -> TrainResult:
         env_params = jax.tree_util.tree_map(lambda leaf: leaf[task_ids], family.params)
-        step = partial(update_step, agent, config, family.env, env_params, task_ids, tx)
+        step = partial(update_step, agent, config, family.env, env_params, task_ids, tx,
+                       update_obs_norm)
         if progress is not None:
             step = _reporting(step, progress)
         key_env, key_run = jax.random.split(key)
         state = TrainState(
             params=init_params,
-            opt_state=tx.init(init_params),
+            opt_state=tx.init(trainable(init_params)),
             env=reset_envs(family.env, env_params, key_env, config.num_envs),
             key=key_run,
         )
@@ -347,7 +393,11 @@ def make_finetune(config: PPOConfig, family: TaskFamily, progress=None):
 def _reporting(step, progress):
     def reporting_step(state, update):
         state, metrics = step(state, update)
-        jax.debug.callback(progress, update, jnp.mean(metrics["episode_return"]))
+        # The mean over the tasks in which an episode ended; NaN when none did.
+        ended = metrics["episodes"] > 0
+        mean_return = jnp.where(ended.any(), jnp.sum(metrics["episode_return"] * ended)
+                                / jnp.maximum(ended.sum(), 1), jnp.nan)
+        jax.debug.callback(progress, update, mean_return)
         return state, metrics
 
     return reporting_step
@@ -361,12 +411,13 @@ def make_train(config: PPOConfig, family: TaskFamily, task_ids=None, init_params
       config: PPO hyperparameters.
       family: the task family.
       task_ids: train on these tasks only (default: all). One-hot inputs keep the family's ids.
-      init_params: start from these agent params (fine-tuning) instead of a fresh init.
+      init_params: start from these agent params (fine-tuning) instead of a fresh init; their
+        observation statistics, if any, stay frozen (from a fresh init they are learned).
       progress: see `make_finetune`.
     """
     agent = make_agent(family, config)
     ids, _ = _selection(family, task_ids)
-    run = make_finetune(config, family, progress)
+    run = make_finetune(config, family, progress, update_obs_norm=init_params is None)
 
     def train(key: jax.Array) -> TrainResult:
         key_init, key_run = jax.random.split(key)
