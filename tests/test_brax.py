@@ -173,3 +173,9 @@ def test_bad_input(kwargs, message):
     kwargs = {"env_name": "halfcheetah", **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         brax_family(kwargs.pop("env_name"), **kwargs)
+
+
+def test_brax_family_is_exported_from_pgx_jax_envs():
+    import pgx_jax.envs
+
+    assert pgx_jax.envs.brax_family is brax_family
