@@ -7,7 +7,11 @@ gradient-similarity groupings) on the brax families of `pgx_jax.envs.registry`
 vs backward, planted 5/5), halfcheetah-weights (run vs control cost, planted 3/3/4). Every task
 steps in one vmap (`pgx_jax.envs.brax_family`, brax's positional backend). Settings per family
 come from the registry; flags win. θ* sees the task one-hot (`--task-onehot`), since neither a
-target speed nor a heading is in the observation.
+target speed nor a heading is in the observation. θ*'s PPO makes many small updates (8 envs ×
+64 steps per task, 10 epochs × 32 minibatches, no entropy bonus) on normalized observations
+(`--normalize-obs`) with an unclipped value loss: PPO's usual shape did not learn HalfCheetah in
+200k steps per task (see `_BRAX_PPO` in the registry). On 2 CPU cores the default budget takes
+~14 minutes.
 
 Writes results/brax/<run>/ like experiments.cartpole (metrics.json with θ*'s return per task and
 a random policy's beside it, the groups, affinity.png, stages/). `--run` resumes.
