@@ -89,6 +89,11 @@ class Config(cartpole.Config):
         require_ints(self, 0, "adapt_steps", "maml_horizon")
         require(self.maml_init in ("theta_star", "random"),
                 f"--maml-init must be 'theta_star' or 'random', got {self.maml_init!r}")
+        # MAML's policy does not see a task id (its targets are unseen tasks), so a θ* that reads
+        # the one-hot cannot be its initialization (the brax families' θ* do).
+        require(not (self.maml_init == "theta_star" and self.task_onehot),
+                "--maml-init theta_star needs a θ* without the task one-hot (MAML's policy sees "
+                "no task id): pass --maml-init random, or --no-task-onehot")
         require_numbers(self, 0, math.inf, "inner_lr")
         require_numbers(self, 0, math.inf, "outer_lr", open_low=True)
         with as_setting_error("inner_lr", "outer_lr", "maml_envs", "maml_horizon", "k"):
@@ -141,7 +146,8 @@ def main(argv=None) -> dict:
     maml = config.maml()
     evaluate = jax.jit(make_adapt_eval(maml, target_family), static_argnames="adapt_steps")
     target_ids = np.arange(config.targets)
-    theta_star = {"actor": out["params"]["actor"], "critic": {}}  # as a MAML agent's params
+    # As a MAML agent's params; θ*'s observation statistics (if any) stay with its actor.
+    theta_star = {**out["params"], "critic": {}}
     bars = []  # the progress bar of the MAML run in flight; the jitted loop reports to it
     meta_train = jax.jit(make_meta_train(maml, family, progress=lambda *a: bars[-1](*a)))
 

@@ -50,6 +50,7 @@ INVALID = [
     (control, ["--env", "highway", "--densities", "-1", "1"], "--densities: "),
     (control, ["--adapt-steps", "-1"], "--adapt-steps must be an integer >= 0"),
     (control, ["--maml-init", "zeros"], "--maml-init must be"),
+    (control, ["--task-onehot"], "--maml-init theta_star needs a θ\\* without the task one-hot"),
     (control, ["--seeds", "0"], "--seeds must be an integer >= 1"),
     (validate, ["--env", "venus"], "--env must be one of cartpole, highway, lunarlander, "
                                    "lunarlander-weights"),
