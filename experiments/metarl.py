@@ -97,6 +97,10 @@ class Config(control.Config, ExecutorConfig):  # Executor: the seeds
         super().check()
         self.check_executor()
         require_ints(self, 3, "seeds")  # a paired t-test on 2 seeds has 1 degree of freedom
+        # The protocol meta-trains every set from a random init (from θ*, which saw all sources,
+        # every set ends near θ*: experiments.control); θ* as the start is not implemented here.
+        require(self.maml_init == "random", "--maml-init must be 'random' for the meta-RL "
+                f"protocol (θ* as MAML's start is experiments.control's), got {self.maml_init!r}")
         require_ints(self, 0, "sets")
         require_ints(self, 1, "set_chunk")
         require_numbers(self, 0, 1, "confidence", "power", open_low=True)

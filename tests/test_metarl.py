@@ -95,7 +95,8 @@ def test_the_detectable_difference_is_found_with_the_stated_power(n, power):
 def test_bad_settings_are_refused():
     for argv, message in ((["--seeds", "1"], "--seeds"), (["--power", "1.5"], "--power"),
                           (["--set-chunk", "0"], "--set-chunk"), (["--preset", "huge"], "preset"),
-                          (["--k", "10"], "--k")):
+                          (["--k", "10"], "--k"),
+                          (["--maml-init", "theta_star"], "--maml-init must be 'random'")):
         with pytest.raises(SettingError, match=message):
             metarl.main(argv)
 
