@@ -39,7 +39,7 @@ def first_solved_update(returns: np.ndarray, episodes: np.ndarray, window: int =
     for u in range(len(returns)):
         total, count, v = 0.0, 0, u
         while v >= 0 and count < window:
-            total += returns[v] * episodes[v]
+            total += returns[v] * episodes[v] if episodes[v] else 0.0  # NaN where none ended
             count += episodes[v]
             v -= 1
         if count >= window and total / count >= SOLVED:

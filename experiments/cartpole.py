@@ -200,9 +200,8 @@ def pipeline(config: Config, stage: StageRunner, run_dir: Path, family=None) -> 
         result = jax.block_until_ready(jax.jit(make_train(ppo, family, progress=bar))(keys[0]))
         bar.close()
         # NaN for the updates in which no episode of a task ended (episodes longer than a
-        # rollout), so the curve's mean skips them instead of averaging in zeros.
-        curve = np.where(np.asarray(result.metrics["episodes"]) > 0,
-                         np.asarray(result.metrics["episode_return"]), np.nan)
+        # rollout), so the curve's mean skips them.
+        curve = np.asarray(result.metrics["episode_return"])
         atomic_write_bytes(run_dir / "theta_star.msgpack", serialization.to_bytes(result.params))
         return {"curve": curve, **tree_to_arrays(result.params, "param")}
 

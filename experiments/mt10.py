@@ -260,8 +260,11 @@ def plot_learning(metrics: dict, steps_per_update: int, names) -> bytes:
     steps = (np.arange(len(metrics["episode_return"])) + 1) * steps_per_update
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for index, name in enumerate(names):
-        axes[0].plot(steps, metrics["episode_return"][:, index], lw=1, label=name)
-        axes[1].plot(steps, metrics["success"][:, index], lw=1)
+        for ax, values in zip(axes, (metrics["episode_return"], metrics["success"])):
+            # NaN in updates where no episode of the task ended (rollouts shorter than an
+            # episode): join the points that exist rather than break the line at every gap.
+            ended = np.isfinite(values[:, index])
+            ax.plot(steps[ended], values[ended, index], lw=1, label=name)
     axes[0].set_ylabel("training episode return (stochastic policy)")
     axes[1].set_ylabel("training success rate")
     for ax in axes:

@@ -158,9 +158,15 @@ def test_obs_norm_learns_statistics_of_every_rollout_then_freezes_for_fine_tunin
                        key=jax.random.key(2))
     after, _ = update_step(agent, config, family.env, family.params, ids, tx, True, state)
     _, trajectory, _ = rollout(agent, family.env, family.params, ids, params, state.env,
-                               jax.random.split(state.key, 3)[1], config.num_steps)
+                               jax.random.split(state.key, 3)[1], config.num_steps,
+                               keep_raw_obs=True)
     raw = np.asarray(trajectory.raw_obs).reshape(-1, 4)
     assert raw.shape == (32 * 2 * 2, 4)
+    # raw_obs are the observations the policy saw: normalized, they are its inputs.
+    grid = jnp.broadcast_to(ids[:, None], (2, 2))
+    np.testing.assert_allclose(
+        jax.vmap(lambda o: agent.inputs(params, o, grid))(trajectory.raw_obs), trajectory.obs,
+        rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(after.params["obs_norm"].mean, raw.mean(0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(after.params["obs_norm"].var, raw.var(0), rtol=1e-3, atol=1e-6)
     # The policy's inputs are clip((s − μ)/σ, ±10) then the one-hot (closed form).

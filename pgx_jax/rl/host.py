@@ -34,6 +34,7 @@ from pgx_jax.rl.ppo import (
     episode_metrics,
     learn,
     make_optimizer,
+    per_task_mean,
     transitions_from_rollout,
 )
 from pgx_jax.types import Transitions
@@ -130,13 +131,6 @@ class HostStep:
     final_obs: np.ndarray
     finished_return: np.ndarray
     finished_success: np.ndarray
-
-
-def per_task_mean(finished: np.ndarray) -> np.ndarray:
-    """Finished-episode values f32[T, n, E] (NaN where none ended) → their mean per task f32[n]
-    (NaN for a task where no episode ended)."""
-    ended = np.sum(~np.isnan(finished), axis=(0, 2))
-    return np.where(ended > 0, np.nansum(finished, axis=(0, 2)) / np.maximum(ended, 1), np.nan)
 
 
 def _mean_of_ended(values: np.ndarray) -> float:
@@ -301,14 +295,14 @@ def train_on_host(agent: Agent, config: PPOConfig, envs, state: HostTrainState, 
         jax.block_until_ready(state.params)
         learn_seconds = time.perf_counter() - start
         episodes = {name: np.asarray(v) for name, v in episode_metrics(out.returns).items()}
-        row = {**episodes, "success": per_task_mean(out.success),
+        row = {**episodes, "success": np.asarray(per_task_mean(out.success)),
                **{name: float(value) for name, value in losses.items()},
                "env_seconds": out.env_seconds, "policy_seconds": out.policy_seconds,
                "learn_seconds": learn_seconds}
         for name, value in row.items():
             metrics.setdefault(name, []).append(value)
         if progress is not None:
-            progress(update, float(np.mean(row["episode_return"])), _mean_of_ended(row["success"]))
+            progress(update, _mean_of_ended(row["episode_return"]), _mean_of_ended(row["success"]))
         if checkpoint is not None and ((update + 1) % checkpoint_every == 0
                                        or update + 1 == config.num_updates):
             checkpoint(state, metrics)
@@ -362,8 +356,8 @@ def play_episodes(envs, policy: Callable, num_steps: int):
     """
     runner = HostRunner.start(envs)
     steps = [runner.step(envs, np.asarray(policy(runner.obs))) for _ in range(num_steps)]
-    return (per_task_mean(np.stack([s.finished_success for s in steps])),
-            per_task_mean(np.stack([s.finished_return for s in steps])))
+    return (np.asarray(per_task_mean(np.stack([s.finished_success for s in steps]))),
+            np.asarray(per_task_mean(np.stack([s.finished_return for s in steps]))))
 
 
 def _task_grid(envs, task_ids) -> jax.Array:

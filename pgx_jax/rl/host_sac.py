@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from pgx_jax.rl.host import HostRunner, _mean_of_ended, per_task_mean, play_episodes
+from pgx_jax.rl.host import HostRunner, _mean_of_ended, play_episodes
+from pgx_jax.rl.ppo import per_task_mean
 from pgx_jax.rl.sac import Batch, ReplayBuffer, init_sac
 from pgx_jax.rl.sac import update as sac_update
 

@@ -148,8 +148,8 @@ class Trajectory:
     terminated: jax.Array
     done: jax.Array
     next_value: jax.Array  # V(s') with s' the pre-reset next observation
-    # The observations before normalization, kept only when the params normalize (to update
-    # the statistics); None otherwise.
+    # The observations the policy saw, before normalization; kept only while the statistics
+    # are being updated (`rollout(keep_raw_obs=True)`), None otherwise.
     raw_obs: jax.Array | None = None
 
 
@@ -185,18 +185,21 @@ def reset_envs(env, env_params, key: jax.Array, num_envs: int) -> EnvRunner:
 
 
 def rollout(agent: Agent, env, env_params, task_ids, params, runner: EnvRunner,
-            key: jax.Array, num_steps: int, greedy: bool = False):
+            key: jax.Array, num_steps: int, greedy: bool = False, keep_raw_obs: bool = False):
     """Steps all envs `num_steps` times with the current policy.
 
     Returns:
       (runner, trajectory [T, n, E], episode returns f32[T, n, E] with NaN where no episode ended).
+      With `keep_raw_obs`, `trajectory.raw_obs` holds the unnormalized observations the policy
+      saw (for updating observation statistics); otherwise None, to save the memory.
     """
     step_env = env_map(env.step)
     task_grid = jnp.broadcast_to(task_ids[:, None], runner.obs.shape[:2])
 
     def one_step(runner, step_key):
         key_action, key_env = jax.random.split(step_key)
-        policy_obs = agent.inputs(params, runner.obs, task_grid)
+        raw_obs = runner.obs
+        policy_obs = agent.inputs(params, raw_obs, task_grid)
         action = (
             agent.actor.mode(params["actor"], policy_obs)
             if greedy
@@ -218,7 +221,7 @@ def rollout(agent: Agent, env, env_params, task_ids, params, runner: EnvRunner,
         transition = Trajectory(
             obs=policy_obs, action=action, log_prob=log_prob, value=value, reward=reward,
             terminated=terminated.astype(jnp.float32), done=done.astype(jnp.float32),
-            next_value=next_value, raw_obs=runner.obs if "obs_norm" in params else None,
+            next_value=next_value, raw_obs=raw_obs if keep_raw_obs else None,
         )
         return runner, (transition, finished)
 
@@ -300,12 +303,18 @@ def learn(agent: Agent, config: PPOConfig, tx, params, opt_state, trajectory: Tr
     return params, opt_state, jax.tree_util.tree_map(jnp.mean, losses)
 
 
+def per_task_mean(finished: jax.Array) -> jax.Array:
+    """Finished-episode values f32[T, n, E] (NaN where none ended) → their mean per task f32[n],
+    NaN for a task in which no episode ended (so means over tasks can skip it, not count 0)."""
+    ended = jnp.sum(~jnp.isnan(finished), axis=(0, 2))
+    return jnp.where(ended > 0, jnp.nansum(finished, axis=(0, 2)) / jnp.maximum(ended, 1), jnp.nan)
+
+
 def episode_metrics(finished: jax.Array) -> dict:
     """Per task from finished-episode returns f32[T, n, E] (NaN where none ended):
-    episode_return f32[n] (mean, 0 where none ended) and episodes int[n]."""
-    completed = jnp.sum(~jnp.isnan(finished), axis=(0, 2))
-    return {"episode_return": jnp.nansum(finished, axis=(0, 2)) / jnp.maximum(completed, 1),
-            "episodes": completed}
+    episode_return f32[n] (their mean, NaN where none ended) and episodes int[n]."""
+    return {"episode_return": per_task_mean(finished),
+            "episodes": jnp.sum(~jnp.isnan(finished), axis=(0, 2))}
 
 
 def update_step(agent: Agent, config: PPOConfig, env, env_params, task_ids, tx,
@@ -316,14 +325,15 @@ def update_step(agent: Agent, config: PPOConfig, env, env_params, task_ids, tx,
     rollout's raw observations; the rollout itself was normalized with the previous ones.
     """
     key, key_rollout, key_epochs = jax.random.split(state.key, 3)
-    runner, trajectory, finished = rollout(
-        agent, env, env_params, task_ids, state.params, state.env, key_rollout, config.num_steps
-    )
+    normalizing = update_obs_norm and "obs_norm" in state.params
+    runner, trajectory, finished = rollout(agent, env, env_params, task_ids, state.params,
+                                           state.env, key_rollout, config.num_steps,
+                                           keep_raw_obs=normalizing)
     params, opt_state, losses = learn(agent, config, tx, trainable(state.params),
                                       state.opt_state, trajectory, key_epochs)
     if "obs_norm" in state.params:
         obs_norm = state.params["obs_norm"]
-        params["obs_norm"] = obs_norm.update(trajectory.raw_obs) if update_obs_norm else obs_norm
+        params["obs_norm"] = obs_norm.update(trajectory.raw_obs) if normalizing else obs_norm
     metrics = {**episode_metrics(finished), **losses}
     return TrainState(params=params, opt_state=opt_state, env=runner, key=key), metrics
 
@@ -339,7 +349,8 @@ def make_optimizer(config: PPOConfig):
 
 @struct.dataclass
 class TrainResult:
-    """params: the trained agent params; metrics: per update, episode_return f32[U, n_sel] etc."""
+    """params: the trained agent params; metrics: per update, episode_return f32[U, n_sel] (NaN
+    where no episode of a task ended) etc."""
 
     params: Any
     metrics: dict
@@ -394,10 +405,7 @@ def _reporting(step, progress):
     def reporting_step(state, update):
         state, metrics = step(state, update)
         # The mean over the tasks in which an episode ended; NaN when none did.
-        ended = metrics["episodes"] > 0
-        mean_return = jnp.where(ended.any(), jnp.sum(metrics["episode_return"] * ended)
-                                / jnp.maximum(ended.sum(), 1), jnp.nan)
-        jax.debug.callback(progress, update, mean_return)
+        jax.debug.callback(progress, update, jnp.nanmean(metrics["episode_return"]))
         return state, metrics
 
     return reporting_step
