@@ -19,14 +19,18 @@ a ratio to ours. This is the evidence for keeping the K-output form (README, "Pa
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from benchmarks.timing import best_time
 from pgx_jax.rl.networks import CompositionalDense
 
 NUM_TASKS, NUM_SETS = 10, 5
+OURS = "K outputs mixed per sample (ours)"
+YARDSTICK = "plain dense layer (1 kernel; yardstick)"
 
 
 def layer_forms(num_tasks: int, num_sets: int, rows_per_task: int, width: int):
@@ -60,42 +64,40 @@ def layer_forms(num_tasks: int, num_sets: int, rows_per_task: int, width: int):
     def plain(params, x):
         return x @ params["kernel"][0] + params["bias"][0]
 
-    forms = {"K outputs mixed per sample (ours)": ours,
+    forms = {OURS: ours,
              "per-task kernels, task-stratified rows": stratified,
              "lax.ragged_dot, task-sorted rows": ragged,
              "per-sample gathered kernels": gathered,
-             "plain dense layer (1 kernel; yardstick)": plain}
-    # A scalar of the output, so that one gradient call is one backward pass of the layer.
-    return {name: (lambda form: lambda p, x: jnp.sum(jnp.tanh(form(p, x))))(form)
-            for name, form in forms.items()}
+             YARDSTICK: plain}
+    return {name: _scalar_loss(form) for name, form in forms.items()}
+
+
+def _scalar_loss(form):
+    """A scalar of the form's output, so that one gradient call is one backward pass."""
+    return lambda params, x: jnp.sum(jnp.tanh(form(params, x)))
 
 
 def time_forms(width: int, rows_per_task: int, repeats: int, seed: int = 0) -> dict:
-    """Milliseconds per gradient of each form (best of `repeats` calls of 20 gradients)."""
+    """Milliseconds per gradient of each form (best of `repeats` calls of 20 gradients), after
+    checking that every form but the yardstick has ours' gradients."""
     keys = jax.random.split(jax.random.key(seed), 4)
     params = {"kernel": jax.random.normal(keys[0], (NUM_SETS, width, width)) * width ** -0.5,
               "bias": jax.random.normal(keys[1], (NUM_SETS, width)) * 0.1,
               "w": jax.random.normal(keys[2], (NUM_TASKS, NUM_SETS)) * NUM_SETS ** -0.5}
     x = jax.random.normal(keys[3], (NUM_TASKS * rows_per_task, width))
-    out, reference = {}, None
-    for name, loss in layer_forms(NUM_TASKS, NUM_SETS, rows_per_task, width).items():
-        grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-        value = jax.block_until_ready(grad(params, x))
-        if reference is None:
-            reference = value
-        else:  # every form computes the same function (plain excepted): same gradients
-            if not name.startswith("plain"):
-                for got, want in zip(jax.tree_util.tree_leaves(value),
-                                     jax.tree_util.tree_leaves(reference)):
-                    assert jnp.allclose(got, want, rtol=1e-3, atol=1e-4), name
+    grads = {name: jax.jit(jax.grad(loss, argnums=(0, 1)))
+             for name, loss in layer_forms(NUM_TASKS, NUM_SETS, rows_per_task, width).items()}
+    values = {name: jax.block_until_ready(grad(params, x)) for name, grad in grads.items()}
+    for name, value in values.items():
+        if name != YARDSTICK:
+            jax.tree_util.tree_map(partial(np.testing.assert_allclose, rtol=1e-3, atol=1e-4,
+                                           err_msg=name), value, values[OURS])
 
-        def twenty(grad=grad):
-            for _ in range(20):
-                result = grad(params, x)
-            return result
+    def twenty(grad):
+        return [grad(params, x) for _ in range(20)][-1]
 
-        out[name] = best_time(twenty, repeats) / 20 * 1e3
-    return out
+    return {name: best_time(partial(twenty, grad), repeats) / 20 * 1e3
+            for name, grad in grads.items()}
 
 
 def main(argv=None):
@@ -111,7 +113,7 @@ def main(argv=None):
           f"gradient of one layer (jax {jax.__version__} on {jax.default_backend()})")
     for width in widths:
         times = time_forms(width, args.rows_per_task, repeats=3 if args.quick else 5)
-        ours = next(iter(times.values()))
+        ours = times[OURS]
         print(f"\nwidth {width}:")
         print(f"  {'form':42s} {'ms':>7s}  {'ours / form':>11s}")
         for name, ms in times.items():
